@@ -1,0 +1,586 @@
+// flowpool/detail/engine.hpp - the machinery behind flowpool::pool.
+// Not part of the public API: names and signatures may change in any release.
+//
+// Shape (see docs/architecture.md):
+//
+//   producers --submit--> [bounded FIFO, C] --pull--> workers: multifunction_node, concurrency N
+//                                                        |  (outcomes, in micro-batches)
+//                                                        v
+//                                         [outcome buffer] --> aggregator: function_node, serial
+//
+// Jobs never sit inside TBB buffers. The worker node receives only *tokens*
+// (at most N in flight); each token is a worker that pulls jobs from the
+// bounded FIFO until it is empty. That keeps memory bounded by C no matter how
+// fast producers are, makes cancellation exact (every job that was never pulled
+// is still in our FIFO and is counted as cancelled), and lets a worker take a
+// run of jobs under one lock when the queue is deep (adaptive micro-batching).
+#pragma once
+
+#include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "flowpool/detail/runtime.hpp"
+#include "flowpool/error.hpp"
+#include "flowpool/job_context.hpp"
+#include "flowpool/options.hpp"
+#include "flowpool/report.hpp"
+
+namespace flowpool::detail {
+
+/// Why a run was cancelled; decides the report's status.
+enum class cancel_cause : std::uint8_t { none, user, deadline, failure };
+
+/// Validates options; throws errc::invalid_argument naming the bad field.
+FLOWPOOL_API void validate(const pool_options& opts);
+
+/// A message describing the exception currently being handled (call from a catch block).
+FLOWPOOL_API std::string describe_current_exception();
+
+template <class Job, class Result>
+class engine {
+ public:
+  using worker_fn = std::function<Result(const Job&, job_context&)>;
+  using aggregator_fn = std::function<void(Result&&)>;
+  using clock = std::chrono::steady_clock;
+
+  engine(pool_options opts, worker_fn work, aggregator_fn aggregate)
+      : opts_((validate(opts), std::move(opts))),
+        n_(opts_.workers),
+        capacity_(static_cast<std::size_t>(opts_.capacity)),
+        window_(opts_.reorder_window == 0 ? capacity_ : opts_.reorder_window),
+        outcome_limit_(std::max<std::size_t>(capacity_, static_cast<std::size_t>(n_) * opts_.max_batch)),
+        work_(std::move(work)),
+        aggregate_(std::move(aggregate)),
+        start_(clock::now()),
+        lease_(n_ + 1),
+        // N worker slots plus one for the aggregator, none reserved for external
+        // threads: N blocking jobs and the aggregator can all make progress.
+        arena_(n_ + 1, 0),
+        ctx_(tbb::task_group_context::isolated) {
+    free_ids_.reserve(static_cast<std::size_t>(n_));
+    for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
+    batches_.resize(static_cast<std::size_t>(n_));
+    outs_.resize(static_cast<std::size_t>(n_));
+    if (opts_.ordered) reorder_.resize(window_);
+    arena_.execute([this] {
+      // The graph binds to the arena it is built in.
+      graph_.emplace(ctx_);
+      workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t, auto& ports) { worker_body(ports); });
+      aggregator_.emplace(*graph_, tbb::flow::serial, [this](tbb::flow::continue_msg) {
+        aggregator_body();
+        return tbb::flow::continue_msg{};
+      });
+      tbb::flow::make_edge(tbb::flow::output_port<0>(*workers_), *aggregator_);
+    });
+    graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
+    if (opts_.timeout.count() > 0) {
+      timer_.start(start_ + opts_.timeout, [this] { cancel_internal(cancel_cause::deadline); });
+    }
+  }
+
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  ~engine() {
+    if (!waited_) {
+      if (!closed_flag_.load(std::memory_order_acquire)) cancel_internal(cancel_cause::user);
+      close_input();
+      try {
+        (void)finish();
+      } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
+      }
+    }
+    // A producer woken by cancel may still be on its way out of submit().
+    std::unique_lock lk(mu_);
+    producers_gone_.wait(lk, [this] { return waiting_producers_ == 0; });
+  }
+
+  // ---- producers -------------------------------------------------------------------------
+
+  enum class push_result { accepted, full, cancelled };
+
+  /// wait: 0 = don't block, 1 = block until space, 2 = block until `until`.
+  push_result push(Job&& job, int mode, clock::time_point until) {
+    std::unique_lock lk(mu_);
+    if (closed_) throw_error(errc::closed, "pool: submit after close()");
+    if (queue_.size() >= capacity_ && !cancelled_) {
+      if (mode == 0) return push_result::full;
+      ++waiting_producers_;
+      auto ready = [this] { return queue_.size() < capacity_ || cancelled_ || closed_; };
+      bool ok = true;
+      if (mode == 1) {
+        not_full_.wait(lk, ready);
+      } else {
+        ok = not_full_.wait_until(lk, until, ready);
+      }
+      --waiting_producers_;
+      if (waiting_producers_ == 0) producers_gone_.notify_all();
+      if (!ok) return push_result::full;
+      if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
+    }
+    if (cancelled_) return push_result::cancelled;
+    queue_.push_back(std::move(job));
+    ++next_id_;
+    const std::size_t depth = queue_.size();
+    if (depth > max_depth_) {
+      max_depth_ = depth;
+      max_depth_pub_.store(depth, std::memory_order_relaxed);
+    }
+    depth_pub_.store(depth, std::memory_order_relaxed);
+    submitted_pub_.store(next_id_ - 1, std::memory_order_relaxed);
+    const int spawn = dispatch_count_locked();
+    lk.unlock();
+    spawn_workers(spawn);
+    return push_result::accepted;
+  }
+
+  // ---- owner -----------------------------------------------------------------------------
+
+  void close() {
+    {
+      const std::lock_guard lk(mu_);
+      if (waited_) throw_error(errc::finished, "pool: close() after wait() returned");
+      if (closed_) return;
+      closed_ = true;
+      closed_flag_.store(true, std::memory_order_release);
+    }
+    not_full_.notify_all();
+    release_input();
+  }
+
+  void cancel() {
+    if (finished_.load(std::memory_order_acquire)) {
+      throw_error(errc::finished, "pool: cancel() after the run finished");
+    }
+    cancel_internal(cancel_cause::user);
+  }
+
+  report wait() {
+    {
+      const std::lock_guard lk(mu_);
+      if (waited_) throw_error(errc::already_waited, "pool: wait() called twice");
+      waited_ = true;
+    }
+    return finish();
+  }
+
+  [[nodiscard]] bool cancelled() const noexcept { return stop_.stop_requested(); }
+
+  [[nodiscard]] snapshot snap() const noexcept {
+    snapshot s;
+    s.queue_depth = depth_pub_.load(std::memory_order_relaxed);
+    s.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
+    s.busy_workers = busy_.load(std::memory_order_relaxed);
+    s.submitted = submitted_pub_.load(std::memory_order_relaxed);
+    s.completed = completed_pub_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  [[nodiscard]] const pool_options& options() const noexcept { return opts_; }
+
+ private:
+  struct token_t {};
+  using worker_node = tbb::flow::multifunction_node<token_t, std::tuple<tbb::flow::continue_msg>>;
+  using aggregator_node = tbb::flow::function_node<tbb::flow::continue_msg, tbb::flow::continue_msg>;
+
+  struct outcome {
+    std::uint64_t id = 0;
+    job_status status = job_status::succeeded;
+    error_kind kind = error_kind::exception;
+    int worker = 0;
+    std::uint32_t attempts = 0;
+    std::chrono::nanoseconds duration{0};
+    std::optional<Result> value;
+    std::string message;
+  };
+
+  // How many new worker tokens to dispatch now. Called with mu_ held.
+  int dispatch_count_locked() {
+    if (cancelled_ || queue_.empty() || throttled_locked()) return 0;
+    const std::size_t want = std::min<std::size_t>(queue_.size(), static_cast<std::size_t>(n_ - active_));
+    active_ += static_cast<int>(want);
+    // Keep the graph "busy" between deciding to dispatch and the token landing,
+    // so wait() cannot see a quiescent graph with work still queued.
+    for (std::size_t i = 0; i < want; ++i) graph_->reserve_wait();
+    return static_cast<int>(want);
+  }
+
+  void spawn_workers(int count) {
+    for (int i = 0; i < count; ++i) {
+      workers_->try_put(token_t{});
+      graph_->release_wait();
+    }
+  }
+
+  // Workers stop pulling while the aggregator is too far behind (memory bound),
+  // or, in ordered mode, when the next job is outside the reorder window.
+  bool throttled_locked() const {
+    if (opts_.ordered) {
+      return next_pop_id_ >= next_deliver_.load(std::memory_order_acquire) + window_;
+    }
+    return pending_count_.load(std::memory_order_acquire) >= outcome_limit_;
+  }
+
+  std::size_t batch_size_locked() const {
+    // Deep queue: take a run so the lock and the hand-off are paid once per run.
+    // Shallow queue: one at a time, so idle workers get jobs and latency stays low.
+    std::size_t b = queue_.size() / (2 * static_cast<std::size_t>(n_));
+    b = std::clamp<std::size_t>(b, 1, opts_.max_batch);
+    if (opts_.ordered) {
+      const std::uint64_t limit = next_deliver_.load(std::memory_order_acquire) + window_;
+      b = std::min<std::size_t>(b, static_cast<std::size_t>(limit - next_pop_id_));
+    }
+    return std::min(b, queue_.size());
+  }
+
+  // The body of the worker node: one invocation is one worker, pulling jobs until
+  // the queue is empty, the run is cancelled, or the aggregator is behind.
+  void worker_body(typename worker_node::output_ports_type& ports) {
+    int wid = 0;
+    for (;;) {
+      std::uint64_t first = 0;
+      std::size_t count = 0;
+      bool wake_producers = false;
+      {
+        const std::lock_guard lk(mu_);
+        if (cancelled_ || queue_.empty() || throttled_locked()) {
+          --active_;
+          if (wid != 0) free_ids_.push_back(wid);
+          return;
+        }
+        if (wid == 0) {
+          wid = free_ids_.back();
+          free_ids_.pop_back();
+        }
+        count = batch_size_locked();
+        first = next_pop_id_;
+        next_pop_id_ += count;
+        auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
+        for (std::size_t i = 0; i < count; ++i) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        depth_pub_.store(queue_.size(), std::memory_order_relaxed);
+        wake_producers = waiting_producers_ > 0;
+      }
+      if (wake_producers) not_full_.notify_all();
+      run_batch(wid, first, ports);
+    }
+  }
+
+  void run_batch(int wid, std::uint64_t first, typename worker_node::output_ports_type& ports) {
+    auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
+    auto& outs = outs_[static_cast<std::size_t>(wid - 1)];
+    busy_.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      outs.emplace_back();
+      run_one(batch[i], first + i, wid, outs.back());
+    }
+    busy_.fetch_sub(1, std::memory_order_relaxed);
+    batch.clear();
+    publish(outs, ports);
+  }
+
+  void run_one(const Job& job, std::uint64_t id, int wid, outcome& out) {
+    out.id = id;
+    out.worker = wid;
+    if (stop_.stop_requested()) {  // never start a job once cancellation is visible
+      out.status = job_status::cancelled;
+      out.kind = error_kind::cancelled;
+      return;
+    }
+    out.attempts = 1;
+    job_context ctx(id, wid, 1, stop_.get_token());
+    const auto t0 = clock::now();
+    try {
+      out.value.emplace(work_(job, ctx));
+      out.status = job_status::succeeded;
+    } catch (const error& e) {
+      if (e.code() == errc::cancelled) {
+        out.status = job_status::cancelled;
+        out.kind = error_kind::cancelled;
+      } else {
+        out.status = job_status::failed;
+        out.kind = error_kind::exception;
+        out.message = e.what();
+      }
+    } catch (...) {
+      out.status = job_status::failed;
+      out.kind = error_kind::exception;
+      out.message = describe_current_exception();
+    }
+    out.duration = clock::now() - t0;
+  }
+
+  void publish(std::vector<outcome>& outs, typename worker_node::output_ports_type& ports) {
+    bool schedule = false;
+    {
+      const std::lock_guard lk(out_mu_);
+      for (auto& o : outs) pending_.push_back(std::move(o));
+      pending_count_.fetch_add(outs.size(), std::memory_order_acq_rel);
+      if (!agg_scheduled_) {
+        agg_scheduled_ = true;
+        schedule = true;
+      }
+    }
+    outs.clear();
+    if (schedule) std::get<0>(ports).try_put(tbb::flow::continue_msg{});
+  }
+
+  // The serial aggregator node's body: drains every pending outcome.
+  void aggregator_body() {
+    for (;;) {
+      {
+        const std::lock_guard lk(out_mu_);
+        if (pending_.empty()) {
+          agg_scheduled_ = false;
+          return;
+        }
+        std::swap(pending_, draining_);
+      }
+      fold(draining_);
+      const std::size_t n = draining_.size();
+      draining_.clear();
+      pending_count_.fetch_sub(n, std::memory_order_acq_rel);
+      // Workers may have stopped pulling because we were behind: restart them.
+      int spawn = 0;
+      {
+        const std::lock_guard lk(mu_);
+        spawn = dispatch_count_locked();
+      }
+      spawn_workers(spawn);
+    }
+  }
+
+  void fold(std::vector<outcome>& batch) {
+    if (!opts_.ordered) {
+      for (auto& o : batch) deliver(o);
+      return;
+    }
+    std::uint64_t next = next_deliver_.load(std::memory_order_relaxed);
+    for (auto& o : batch) {
+      reorder_[static_cast<std::size_t>(o.id % window_)].emplace(std::move(o));
+    }
+    for (;;) {
+      auto& slot = reorder_[static_cast<std::size_t>(next % window_)];
+      if (!slot || slot->id != next) break;
+      deliver(*slot);
+      slot.reset();
+      ++next;
+    }
+    next_deliver_.store(next, std::memory_order_release);
+  }
+
+  void deliver(outcome& o) {
+    switch (o.status) {
+      case job_status::succeeded:
+        if (aggregator_failed_) {  // the fold is broken: account, do not feed it
+          o.status = job_status::cancelled;
+          ++n_cancelled_;
+          break;
+        }
+        try {
+          aggregate_(std::move(*o.value));
+          ++n_succeeded_;
+        } catch (...) {
+          o.status = job_status::failed;
+          ++n_failed_;
+          aggregator_failed_ = true;
+          errors_.push_back(job_error{o.id, o.attempts, error_kind::aggregator,
+                                      "aggregator threw on this job's result: " + describe_current_exception()});
+          if (!cause_) cause_ = errors_.back();
+          cancel_internal(cancel_cause::failure);
+        }
+        break;
+      case job_status::failed:
+        ++n_failed_;
+        errors_.push_back(job_error{o.id, o.attempts, o.kind, std::move(o.message)});
+        break;
+      case job_status::cancelled:
+        ++n_cancelled_;
+        break;
+    }
+    completed_pub_.fetch_add(1, std::memory_order_relaxed);
+    if (opts_.on_job_done) {
+      opts_.on_job_done(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
+    }
+  }
+
+  void release_input() {
+    if (!released_.exchange(true, std::memory_order_acq_rel)) graph_->release_wait();
+  }
+
+  void close_input() {
+    {
+      const std::lock_guard lk(mu_);
+      closed_ = true;
+      closed_flag_.store(true, std::memory_order_release);
+    }
+    not_full_.notify_all();
+    release_input();
+  }
+
+  void cancel_internal(cancel_cause why) {
+    std::deque<Job> dropped;
+    {
+      const std::lock_guard lk(mu_);
+      if (cancelled_) return;
+      // A deadline that fires after every job finished changes nothing.
+      if (why == cancel_cause::deadline && closed_ && queue_.empty() && active_ == 0 &&
+          pending_count_.load(std::memory_order_acquire) == 0) {
+        return;
+      }
+      cancelled_ = true;
+      cause_kind_ = why;
+      stop_.request_stop();
+      // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
+      cancelled_from_ = next_pop_id_;
+      dropped.swap(queue_);
+      depth_pub_.store(0, std::memory_order_relaxed);
+    }
+    ctx_.cancel_group_execution();
+    not_full_.notify_all();
+    release_input();
+    // `dropped` is destroyed here, outside the lock.
+  }
+
+  report finish() {
+    graph_->wait_for_all();  // returns once input is released and no task is in flight
+    timer_.stop();
+    // No TBB task is running now: drain what a cancelled aggregator task left behind.
+    {
+      const std::lock_guard lk(out_mu_);
+      std::swap(pending_, draining_);
+      agg_scheduled_ = false;
+    }
+    fold(draining_);
+    draining_.clear();
+    pending_count_.store(0, std::memory_order_release);
+    if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
+      for (std::uint64_t id = next_deliver_.load(std::memory_order_relaxed); id < next_pop_id_; ++id) {
+        auto& slot = reorder_[static_cast<std::size_t>(id % window_)];
+        if (slot && slot->id == id) {
+          deliver(*slot);
+          slot.reset();
+        }
+      }
+    }
+    const std::uint64_t submitted = next_id_ - 1;
+    std::uint64_t queued_cancelled = 0;
+    if (cancelled_) {
+      queued_cancelled = next_id_ - cancelled_from_;
+      for (std::uint64_t id = cancelled_from_; id < next_id_; ++id) {
+        if (opts_.on_job_done) opts_.on_job_done(job_record{id, job_status::cancelled, 0, 0, {}});
+      }
+      completed_pub_.fetch_add(queued_cancelled, std::memory_order_relaxed);
+    }
+    report r;
+    r.submitted = submitted;
+    r.succeeded = n_succeeded_;
+    r.failed = n_failed_;
+    r.cancelled = n_cancelled_ + queued_cancelled;
+    r.max_queue_depth = max_depth_;
+    r.errors = std::move(errors_);
+    r.cause = cause_;
+    r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - start_);
+    switch (cause_kind_) {
+      case cancel_cause::user: r.status = run_status::cancelled; break;
+      case cancel_cause::deadline: r.status = run_status::timed_out; break;
+      case cancel_cause::failure: r.status = run_status::failed; break;
+      case cancel_cause::none: r.status = r.failed > 0 ? run_status::failed : run_status::ok; break;
+    }
+    if (r.submitted != r.succeeded + r.failed + r.cancelled) {
+      throw_error(errc::internal, "pool: accounting mismatch: submitted " + std::to_string(r.submitted) +
+                                      " != succeeded + failed + cancelled");
+    }
+    finished_.store(true, std::memory_order_release);
+    return r;
+  }
+
+  // ---- configuration (immutable) --------------------------------------------------------
+  const pool_options opts_;
+  const int n_;
+  const std::size_t capacity_;
+  const std::size_t window_;
+  const std::size_t outcome_limit_;
+  worker_fn work_;
+  aggregator_fn aggregate_;
+  const clock::time_point start_;
+
+  // ---- ingress, guarded by mu_ ----------------------------------------------------------
+  mutable std::mutex mu_;
+  std::condition_variable not_full_;
+  std::condition_variable producers_gone_;
+  std::deque<Job> queue_;
+  std::uint64_t next_id_ = 1;      // id the next accepted job gets
+  std::uint64_t next_pop_id_ = 1;  // id of queue_.front()
+  std::uint64_t cancelled_from_ = 0;
+  int active_ = 0;  // worker tokens dispatched and not yet exited (<= N)
+  int waiting_producers_ = 0;
+  std::size_t max_depth_ = 0;
+  bool closed_ = false;
+  bool cancelled_ = false;
+  bool waited_ = false;
+  cancel_cause cause_kind_ = cancel_cause::none;
+  std::vector<int> free_ids_;
+  std::vector<std::vector<Job>> batches_;  // per worker id, reused: no allocation per job
+
+  // ---- outcomes --------------------------------------------------------------------------
+  std::mutex out_mu_;
+  std::vector<outcome> pending_;  // guarded by out_mu_
+  bool agg_scheduled_ = false;    // guarded by out_mu_
+  std::atomic<std::size_t> pending_count_{0};
+  std::vector<std::vector<outcome>> outs_;  // per worker id, reused
+
+  // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
+  std::vector<outcome> draining_;
+  std::vector<std::optional<outcome>> reorder_;
+  std::atomic<std::uint64_t> next_deliver_{1};
+  std::uint64_t n_succeeded_ = 0;
+  std::uint64_t n_failed_ = 0;
+  std::uint64_t n_cancelled_ = 0;
+  bool aggregator_failed_ = false;
+  std::vector<job_error> errors_;
+  std::optional<job_error> cause_;
+
+  // ---- published for snapshot() (relaxed) -------------------------------------------------
+  alignas(64) std::atomic<std::size_t> depth_pub_{0};
+  std::atomic<std::size_t> max_depth_pub_{0};
+  std::atomic<std::uint64_t> submitted_pub_{0};
+  alignas(64) std::atomic<int> busy_{0};
+  alignas(64) std::atomic<std::uint64_t> completed_pub_{0};
+
+  std::atomic<bool> closed_flag_{false};
+  std::atomic<bool> released_{false};
+  std::atomic<bool> finished_{false};
+  std::stop_source stop_;
+
+  // ---- TBB (declared last: destroyed first) ---------------------------------------------
+  thread_lease lease_;
+  tbb::task_arena arena_;
+  tbb::task_group_context ctx_;
+  std::optional<tbb::flow::graph> graph_;
+  std::optional<worker_node> workers_;
+  std::optional<aggregator_node> aggregator_;
+  deadline_timer timer_;
+};
+
+}  // namespace flowpool::detail

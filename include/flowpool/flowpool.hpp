@@ -1,0 +1,9 @@
+// flowpool/flowpool.hpp - the umbrella header: include this one.
+#pragma once
+
+#include "flowpool/error.hpp"
+#include "flowpool/job_context.hpp"
+#include "flowpool/options.hpp"
+#include "flowpool/pool.hpp"
+#include "flowpool/report.hpp"
+#include "flowpool/version.hpp"

@@ -1,0 +1,188 @@
+// flowpool/pool.hpp - the bounded worker pool: N workers, a bounded queue, one serial aggregator.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include "flowpool/detail/engine.hpp"
+#include "flowpool/error.hpp"
+#include "flowpool/job_context.hpp"
+#include "flowpool/options.hpp"
+#include "flowpool/report.hpp"
+
+namespace flowpool {
+
+/// A callable that turns a `const Job&` into a `Result`, given the job's context.
+template <class F, class Job, class Result>
+concept worker_for = std::invocable<F&, const Job&, job_context&> &&
+                     std::convertible_to<std::invoke_result_t<F&, const Job&, job_context&>, Result>;
+
+/// A callable that consumes one `Result&&`: the serial fold of a run.
+template <class F, class Result>
+concept aggregator_for = std::invocable<F&, Result&&>;
+
+/// A bounded worker pool on a oneTBB flow graph: the Go worker-pool pattern.
+///
+/// Jobs are submitted into a bounded queue of capacity C. At most N workers
+/// (a `multifunction_node` with concurrency N, in a `task_arena` sized for N)
+/// run them, and every result goes to one serial aggregator node that never runs
+/// concurrently with itself, so it needs no lock. `cancel()` (or the run
+/// deadline) cancels the run's `task_group_context`: jobs not started never
+/// start and are counted as cancelled; running jobs see
+/// `job_context::stop_requested()`.
+///
+/// Lifecycle: construct, `submit()` from any number of threads, `close()`, then
+/// `wait()` once for the `report`. A pool destroyed before `wait()` cancels its
+/// run if input was still open (or lets queued jobs finish if `close()` was
+/// called), then waits; it never leaks a thread, task or job.
+///
+/// Thread-safety: `submit`, `try_submit`, `submit_for`, `close`, `cancel`,
+/// `snapshot` and `cancelled` may be called concurrently from any threads.
+/// `wait` must be called once, not from inside a job or the aggregator.
+///
+/// Not copyable or movable: workers and the aggregator hold its address, and
+/// producers on other threads may be blocked inside it. Hold it in a
+/// `std::unique_ptr` to move ownership.
+///
+/// @code
+///   flowpool::pool<int, std::string> pool(
+///       {.workers = 3, .capacity = 10},
+///       [](const int& job, flowpool::job_context& ctx) {
+///         return "job=" + std::to_string(job) + " worker-" + std::to_string(ctx.worker()) + " done";
+///       },
+///       [](std::string&& line) { std::puts(line.c_str()); });   // serial: no lock needed
+///   for (int i = 1; i <= 8; ++i) pool.submit(i);
+///   pool.close();
+///   flowpool::report r = pool.wait();   // r.succeeded == 8
+/// @endcode
+template <class Job, class Result>
+class pool {
+  static_assert(std::is_move_constructible_v<Job>, "flowpool::pool: Job must be move-constructible");
+  static_assert(std::is_move_constructible_v<Result>, "flowpool::pool: Result must be move-constructible");
+  static_assert(!std::is_reference_v<Job> && !std::is_reference_v<Result>,
+                "flowpool::pool: Job and Result must be object types, not references");
+
+ public:
+  using job_type = Job;
+  using result_type = Result;
+
+  /// Builds the graph and starts the run.
+  ///
+  /// @param options  N, C, ordering, deadline; validated here.
+  /// @param worker   `Result(const Job&, job_context&)`; runs on up to N threads at once.
+  /// @param aggregator `void(Result&&)`; runs serially, never concurrently with itself.
+  /// @throws flowpool::error (errc::invalid_argument) when an option is out of range,
+  ///         e.g. "pool: workers must be >= 1, got 0".
+  template <class Worker, class Aggregator>
+  pool(pool_options options, Worker worker, Aggregator aggregator)
+      : engine_(std::make_unique<detail::engine<Job, Result>>(
+            std::move(options), check_worker(std::move(worker)), check_aggregator(std::move(aggregator)))) {}
+
+  /// Cancels the run if input is still open (else lets queued jobs finish), then waits.
+  /// Never throws.
+  ~pool() = default;
+
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+  pool(pool&&) = delete;
+  pool& operator=(pool&&) = delete;
+
+  /// Submits a job, blocking while C jobs are waiting (backpressure).
+  ///
+  /// @returns true when the job was accepted (it will reach exactly one terminal
+  ///          state); false when the run is cancelled, including while this call
+  ///          was blocked: a blocked producer always wakes up on cancel.
+  /// @throws flowpool::error (errc::closed) after `close()`.
+  /// Thread-safe. Do not call the blocking form from inside a job: if the queue
+  /// is full and every worker blocks in submit, nothing drains it (use try_submit).
+  ///
+  /// @code
+  ///   if (!pool.submit(job)) return;   // run was cancelled
+  /// @endcode
+  bool submit(Job job) { return accepted(engine_->push(std::move(job), 1, {})); }
+
+  /// Submits without blocking. @returns false if the queue is full or the run
+  /// is cancelled (`cancelled()` tells which). @throws flowpool::error after close().
+  /// Thread-safe.
+  ///
+  /// @code
+  ///   while (!pool.try_submit(job) && !pool.cancelled()) do_something_else();
+  /// @endcode
+  [[nodiscard]] bool try_submit(Job job) { return accepted(engine_->push(std::move(job), 0, {})); }
+
+  /// Submits, waiting at most `timeout` for room in the queue.
+  /// @returns false on timeout or cancellation. @throws flowpool::error after close().
+  /// Thread-safe.
+  ///
+  /// @code
+  ///   if (!pool.submit_for(job, std::chrono::milliseconds(100))) log("queue still full");
+  /// @endcode
+  template <class Rep, class Period>
+  [[nodiscard]] bool submit_for(Job job, std::chrono::duration<Rep, Period> timeout) {
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    return accepted(engine_->push(std::move(job), 2, until));
+  }
+
+  /// Ends the input: no more submits (they throw errc::closed); producers
+  /// blocked in submit() throw too. Idempotent.
+  /// @throws flowpool::error (errc::finished) after wait() returned. Thread-safe.
+  void close() { engine_->close(); }
+
+  /// Cancels the run through its task_group_context. Jobs not yet started never
+  /// start (they are reported cancelled), running jobs see stop_requested(),
+  /// blocked producers return false, and wait() returns promptly. Idempotent
+  /// while the run is live.
+  /// @throws flowpool::error (errc::finished) after wait() returned. Thread-safe,
+  /// callable from jobs, the aggregator, or any other thread.
+  void cancel() { engine_->cancel(); }
+
+  /// Blocks until input is closed (or the run cancelled) and every accepted job
+  /// has reached a terminal state, then returns the report.
+  /// @throws flowpool::error (errc::already_waited) on a second call.
+  /// Call once, from outside the pool's own jobs.
+  ///
+  /// @code
+  ///   pool.close();
+  ///   auto r = pool.wait();
+  ///   for (const auto& e : r.errors) std::cerr << "job " << e.job << ": " << e.message << '\n';
+  /// @endcode
+  [[nodiscard]] report wait() { return engine_->wait(); }
+
+  /// True once the run is cancelled (by cancel(), the deadline, or a failure policy).
+  /// Thread-safe, lock-free.
+  [[nodiscard]] bool cancelled() const noexcept { return engine_->cancelled(); }
+
+  /// Live counters: queue depth, busy workers, submitted, completed.
+  /// Thread-safe and lock-free; cheap enough to poll from a progress thread.
+  [[nodiscard]] flowpool::snapshot snapshot() const noexcept { return engine_->snap(); }
+
+  /// The options this pool was built with.
+  [[nodiscard]] const pool_options& options() const noexcept { return engine_->options(); }
+
+ private:
+  using engine_type = detail::engine<Job, Result>;
+
+  template <class Worker>
+  static typename engine_type::worker_fn check_worker(Worker&& w) {
+    static_assert(worker_for<std::decay_t<Worker>, Job, Result>,
+                  "flowpool::pool: the worker must be callable as Result(const Job&, flowpool::job_context&)");
+    return typename engine_type::worker_fn(std::forward<Worker>(w));
+  }
+  template <class Aggregator>
+  static typename engine_type::aggregator_fn check_aggregator(Aggregator&& a) {
+    static_assert(aggregator_for<std::decay_t<Aggregator>, Result>,
+                  "flowpool::pool: the aggregator must be callable as void(Result&&)");
+    return typename engine_type::aggregator_fn(std::forward<Aggregator>(a));
+  }
+  static bool accepted(typename engine_type::push_result r) noexcept {
+    return r == engine_type::push_result::accepted;
+  }
+
+  std::unique_ptr<engine_type> engine_;
+};
+
+}  // namespace flowpool
