@@ -3,17 +3,23 @@
 //
 // Shape (see docs/architecture.md):
 //
-//   producers --submit--> [bounded FIFO, C] --pull--> workers: multifunction_node, concurrency N
-//                                                        |  (outcomes, in micro-batches)
+//   producers --submit--> [bounded FIFO, C] --pull--> workers: function_node, concurrency N
+//                                                        |  edge: one micro-batch of outcomes
 //                                                        v
-//                                         [outcome buffer] --> aggregator: function_node, serial
+//                                                 aggregator: function_node, serial
 //
 // Jobs never sit inside TBB buffers. The worker node receives only *tokens*
-// (at most N in flight); each token is a worker that pulls jobs from the
-// bounded FIFO until it is empty. That keeps memory bounded by C no matter how
-// fast producers are, makes cancellation exact (every job that was never pulled
-// is still in our FIFO and is counted as cancelled), and lets a worker take a
-// run of jobs under one lock when the queue is deep (adaptive micro-batching).
+// (at most N in flight); each invocation pulls one micro-batch from the bounded
+// FIFO, runs it, re-dispatches itself if work remains, and returns the batch's
+// outcomes as its output message. oneTBB hands that message to the serial
+// aggregator by task bypass, so the aggregator normally runs on the same thread
+// right after the batch: the arena needs exactly N threads, never N+1.
+//
+// This keeps memory bounded by C no matter how fast producers are, makes
+// cancellation exact (a job never pulled is still in our FIFO and is counted as
+// cancelled; an outcome batch a cancelled task dropped is still in our registry),
+// and lets a worker take a run of short jobs under one lock when the queue is deep
+// (adaptive micro-batching).
 #pragma once
 
 #include <oneapi/tbb/flow_graph.h>
@@ -67,28 +73,29 @@ class engine {
         capacity_(static_cast<std::size_t>(opts_.capacity)),
         window_(opts_.reorder_window == 0 ? capacity_ : opts_.reorder_window),
         outcome_limit_(std::max<std::size_t>(capacity_, static_cast<std::size_t>(n_) * opts_.max_batch)),
+        low_water_(capacity_ - std::max<std::size_t>(1, capacity_ / 4)),
         work_(std::move(work)),
         aggregate_(std::move(aggregate)),
         start_(clock::now()),
-        lease_(n_ + 1),
-        // N worker slots plus one for the aggregator, none reserved for external
-        // threads: N blocking jobs and the aggregator can all make progress.
-        arena_(n_ + 1, 0),
+        lease_(n_),
+        // Exactly N slots, none reserved for external threads: N blocking jobs run
+        // at once, and CPU-bound pools never run more threads than N.
+        arena_(n_, 0),
         ctx_(tbb::task_group_context::isolated) {
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
-    outs_.resize(static_cast<std::size_t>(n_));
+    job_cost_ns_.assign(static_cast<std::size_t>(n_), 0);
     if (opts_.ordered) reorder_.resize(window_);
     arena_.execute([this] {
       // The graph binds to the arena it is built in.
       graph_.emplace(ctx_);
-      workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t, auto& ports) { worker_body(ports); });
-      aggregator_.emplace(*graph_, tbb::flow::serial, [this](tbb::flow::continue_msg) {
-        aggregator_body();
+      workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t) { return worker_body(); });
+      aggregator_.emplace(*graph_, tbb::flow::serial, [this](batch_msg m) {
+        aggregator_body(m);
         return tbb::flow::continue_msg{};
       });
-      tbb::flow::make_edge(tbb::flow::output_port<0>(*workers_), *aggregator_);
+      tbb::flow::make_edge(*workers_, *aggregator_);
     });
     graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
     if (opts_.timeout.count() > 0) {
@@ -126,10 +133,20 @@ class engine {
       ++waiting_producers_;
       auto ready = [this] { return queue_.size() < capacity_ || cancelled_ || closed_; };
       bool ok = true;
-      if (mode == 1) {
-        not_full_.wait(lk, ready);
-      } else {
-        ok = not_full_.wait_until(lk, until, ready);
+      // Workers wake blocked producers only when the queue drains to the low
+      // watermark (one wake-up refills many slots). A producer also re-checks for
+      // room every producer_recheck, so it never stays blocked while there is room
+      // for longer than that, even if workers stall above the watermark.
+      while (!ready()) {
+        auto wake_at = clock::now() + producer_recheck;
+        if (mode == 2) {
+          if (clock::now() >= until) {
+            ok = false;
+            break;
+          }
+          wake_at = std::min(wake_at, until);
+        }
+        not_full_.wait_until(lk, wake_at);
       }
       --waiting_producers_;
       if (waiting_producers_ == 0) producers_gone_.notify_all();
@@ -157,7 +174,9 @@ class engine {
   void close() {
     {
       const std::lock_guard lk(mu_);
-      if (waited_) throw_error(errc::finished, "pool: close() after wait() returned");
+      if (finished_.load(std::memory_order_acquire)) {
+        throw_error(errc::finished, "pool: close() after wait() returned");
+      }
       if (closed_) return;
       closed_ = true;
       closed_flag_.store(true, std::memory_order_release);
@@ -198,9 +217,6 @@ class engine {
 
  private:
   struct token_t {};
-  using worker_node = tbb::flow::multifunction_node<token_t, std::tuple<tbb::flow::continue_msg>>;
-  using aggregator_node = tbb::flow::function_node<tbb::flow::continue_msg, tbb::flow::continue_msg>;
-
   struct outcome {
     std::uint64_t id = 0;
     job_status status = job_status::succeeded;
@@ -211,6 +227,18 @@ class engine {
     std::optional<Result> value;
     std::string message;
   };
+  // A micro-batch of outcomes in flight from a worker to the aggregator. Owned by
+  // the engine (batch_store_), so one dropped by a cancelled task is not lost.
+  struct outcome_batch {
+    std::vector<outcome> items;
+    bool in_flight = false;
+  };
+  struct batch_msg {
+    outcome_batch* batch = nullptr;  // null: the invocation produced nothing
+  };
+  using worker_node = tbb::flow::function_node<token_t, batch_msg>;
+  using aggregator_node = tbb::flow::function_node<batch_msg, tbb::flow::continue_msg>;
+
 
   // How many new worker tokens to dispatch now. Called with mu_ held.
   int dispatch_count_locked() {
@@ -239,10 +267,13 @@ class engine {
     return pending_count_.load(std::memory_order_acquire) >= outcome_limit_;
   }
 
-  std::size_t batch_size_locked() const {
-    // Deep queue: take a run so the lock and the hand-off are paid once per run.
-    // Shallow queue: one at a time, so idle workers get jobs and latency stays low.
+  std::size_t batch_size_locked(int wid) const {
+    // Deep queue of short jobs: take a run so the lock and the hand-off are paid
+    // once per run. Shallow queue, or jobs that take long: one at a time, so no
+    // job waits behind another while a worker is idle (load balance, latency).
     std::size_t b = queue_.size() / (2 * static_cast<std::size_t>(n_));
+    const std::uint64_t cost = job_cost_ns_[static_cast<std::size_t>(wid - 1)];
+    b = std::min<std::size_t>(b, cost == 0 ? 1 : static_cast<std::size_t>(batch_budget_ns / cost));
     b = std::clamp<std::size_t>(b, 1, opts_.max_batch);
     if (opts_.ordered) {
       const std::uint64_t limit = next_deliver_.load(std::memory_order_acquire) + window_;
@@ -251,52 +282,91 @@ class engine {
     return std::min(b, queue_.size());
   }
 
-  // The body of the worker node: one invocation is one worker, pulling jobs until
-  // the queue is empty, the run is cancelled, or the aggregator is behind.
-  void worker_body(typename worker_node::output_ports_type& ports) {
+  // The body of the worker node. One invocation pulls one micro-batch, runs it,
+  // re-dispatches itself while work remains, and returns the outcomes; the edge
+  // to the serial aggregator delivers them (by task bypass, on this thread).
+  batch_msg worker_body() {
     int wid = 0;
-    for (;;) {
-      std::uint64_t first = 0;
-      std::size_t count = 0;
-      bool wake_producers = false;
-      {
-        const std::lock_guard lk(mu_);
-        if (cancelled_ || queue_.empty() || throttled_locked()) {
-          --active_;
-          if (wid != 0) free_ids_.push_back(wid);
-          return;
-        }
-        if (wid == 0) {
-          wid = free_ids_.back();
-          free_ids_.pop_back();
-        }
-        count = batch_size_locked();
-        first = next_pop_id_;
-        next_pop_id_ += count;
-        auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
-        for (std::size_t i = 0; i < count; ++i) {
-          batch.push_back(std::move(queue_.front()));
-          queue_.pop_front();
-        }
-        depth_pub_.store(queue_.size(), std::memory_order_relaxed);
-        wake_producers = waiting_producers_ > 0;
+    std::uint64_t first = 0;
+    bool wake_producers = false;
+    {
+      const std::lock_guard lk(mu_);
+      if (cancelled_ || queue_.empty() || throttled_locked()) {
+        --active_;
+        return {};
       }
-      if (wake_producers) not_full_.notify_all();
-      run_batch(wid, first, ports);
+      wid = free_ids_.back();
+      free_ids_.pop_back();
+      const std::size_t count = batch_size_locked(wid);
+      first = next_pop_id_;
+      next_pop_id_ += count;
+      auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
+      for (std::size_t i = 0; i < count; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      depth_pub_.store(queue_.size(), std::memory_order_relaxed);
+      // Hysteresis: wake blocked producers once the queue has drained to the low
+      // watermark, not on every pop, so one wake-up refills many slots instead of
+      // the worker paying a futex wake per batch.
+      wake_producers = waiting_producers_ > 0 && queue_.size() <= low_water_;
     }
+    if (wake_producers) not_full_.notify_all();
+    outcome_batch* out = acquire_batch();
+    run_batch(wid, first, out->items);
+    pending_count_.fetch_add(out->items.size(), std::memory_order_acq_rel);
+    bool again = false;
+    {
+      const std::lock_guard lk(mu_);
+      free_ids_.push_back(wid);
+      again = !cancelled_ && !queue_.empty() && !throttled_locked();
+      if (again) {
+        graph_->reserve_wait();
+      } else {
+        --active_;
+      }
+    }
+    if (again) {  // this worker goes on: queued behind us, it runs once we return
+      workers_->try_put(token_t{});
+      graph_->release_wait();
+    }
+    return batch_msg{out};
   }
 
-  void run_batch(int wid, std::uint64_t first, typename worker_node::output_ports_type& ports) {
+  outcome_batch* acquire_batch() {
+    const std::lock_guard lk(batch_mu_);
+    outcome_batch* b = nullptr;
+    if (free_batches_.empty()) {
+      b = &batch_store_.emplace_back();
+    } else {
+      b = free_batches_.back();
+      free_batches_.pop_back();
+    }
+    b->in_flight = true;
+    return b;
+  }
+
+  void release_batch(outcome_batch* b) {
+    b->items.clear();  // keeps its capacity: no allocation per job in steady state
+    const std::lock_guard lk(batch_mu_);
+    b->in_flight = false;
+    free_batches_.push_back(b);
+  }
+
+  void run_batch(int wid, std::uint64_t first, std::vector<outcome>& outs) {
     auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
-    auto& outs = outs_[static_cast<std::size_t>(wid - 1)];
     busy_.fetch_add(1, std::memory_order_relaxed);
+    const auto t0 = clock::now();
     for (std::size_t i = 0; i < batch.size(); ++i) {
       outs.emplace_back();
       run_one(batch[i], first + i, wid, outs.back());
     }
+    // One clock read per batch: the mean job cost steers the next batch size.
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
+    job_cost_ns_[static_cast<std::size_t>(wid - 1)] =
+        std::max<std::uint64_t>(1, static_cast<std::uint64_t>(ns) / batch.size());
     busy_.fetch_sub(1, std::memory_order_relaxed);
     batch.clear();
-    publish(outs, ports);
   }
 
   void run_one(const Job& job, std::uint64_t id, int wid, outcome& out) {
@@ -309,7 +379,8 @@ class engine {
     }
     out.attempts = 1;
     job_context ctx(id, wid, 1, stop_.get_token());
-    const auto t0 = clock::now();
+    const bool timed = static_cast<bool>(opts_.on_job_done);
+    const auto t0 = timed ? clock::now() : clock::time_point{};
     try {
       out.value.emplace(work_(job, ctx));
       out.status = job_status::succeeded;
@@ -327,47 +398,24 @@ class engine {
       out.kind = error_kind::exception;
       out.message = describe_current_exception();
     }
-    out.duration = clock::now() - t0;
+    if (timed) out.duration = clock::now() - t0;
   }
 
-  void publish(std::vector<outcome>& outs, typename worker_node::output_ports_type& ports) {
-    bool schedule = false;
+  // The serial aggregator node's body: folds one micro-batch.
+  void aggregator_body(batch_msg m) {
+    if (m.batch == nullptr) return;
+    fold(m.batch->items);
+    const std::size_t n = m.batch->items.size();
+    release_batch(m.batch);
+    pending_count_.fetch_sub(n, std::memory_order_acq_rel);
+    // Workers stop pulling while we are behind (or outside the reorder window):
+    // restart them now that we caught up.
+    int spawn = 0;
     {
-      const std::lock_guard lk(out_mu_);
-      for (auto& o : outs) pending_.push_back(std::move(o));
-      pending_count_.fetch_add(outs.size(), std::memory_order_acq_rel);
-      if (!agg_scheduled_) {
-        agg_scheduled_ = true;
-        schedule = true;
-      }
+      const std::lock_guard lk(mu_);
+      if (active_ < n_) spawn = dispatch_count_locked();
     }
-    outs.clear();
-    if (schedule) std::get<0>(ports).try_put(tbb::flow::continue_msg{});
-  }
-
-  // The serial aggregator node's body: drains every pending outcome.
-  void aggregator_body() {
-    for (;;) {
-      {
-        const std::lock_guard lk(out_mu_);
-        if (pending_.empty()) {
-          agg_scheduled_ = false;
-          return;
-        }
-        std::swap(pending_, draining_);
-      }
-      fold(draining_);
-      const std::size_t n = draining_.size();
-      draining_.clear();
-      pending_count_.fetch_sub(n, std::memory_order_acq_rel);
-      // Workers may have stopped pulling because we were behind: restart them.
-      int spawn = 0;
-      {
-        const std::lock_guard lk(mu_);
-        spawn = dispatch_count_locked();
-      }
-      spawn_workers(spawn);
-    }
+    spawn_workers(spawn);
   }
 
   void fold(std::vector<outcome>& batch) {
@@ -442,9 +490,9 @@ class engine {
     std::deque<Job> dropped;
     {
       const std::lock_guard lk(mu_);
-      if (cancelled_) return;
-      // A deadline that fires after every job finished changes nothing.
-      if (why == cancel_cause::deadline && closed_ && queue_.empty() && active_ == 0 &&
+      if (cancelled_ || finishing_) return;
+      // A cancel or deadline that comes after every job finished changes nothing.
+      if (why != cancel_cause::failure && closed_ && queue_.empty() && active_ == 0 &&
           pending_count_.load(std::memory_order_acquire) == 0) {
         return;
       }
@@ -465,14 +513,23 @@ class engine {
   report finish() {
     graph_->wait_for_all();  // returns once input is released and no task is in flight
     timer_.stop();
-    // No TBB task is running now: drain what a cancelled aggregator task left behind.
+    bool was_cancelled = false;
+    std::uint64_t cancelled_from = 0;
+    cancel_cause why = cancel_cause::none;
     {
-      const std::lock_guard lk(out_mu_);
-      std::swap(pending_, draining_);
-      agg_scheduled_ = false;
+      const std::lock_guard lk(mu_);
+      finishing_ = true;  // from here on cancel() is a no-op
+      was_cancelled = cancelled_;
+      cancelled_from = cancelled_from_;
+      why = cause_kind_;
     }
-    fold(draining_);
-    draining_.clear();
+    // No TBB task is running now: fold every outcome batch a cancelled task dropped.
+    for (auto& b : batch_store_) {
+      if (b.in_flight) {
+        fold(b.items);
+        release_batch(&b);
+      }
+    }
     pending_count_.store(0, std::memory_order_release);
     if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
       for (std::uint64_t id = next_deliver_.load(std::memory_order_relaxed); id < next_pop_id_; ++id) {
@@ -483,11 +540,11 @@ class engine {
         }
       }
     }
-    const std::uint64_t submitted = next_id_ - 1;
+    const std::uint64_t submitted = next_id_ - 1;  // stable: no submit is accepted once closed or cancelled
     std::uint64_t queued_cancelled = 0;
-    if (cancelled_) {
-      queued_cancelled = next_id_ - cancelled_from_;
-      for (std::uint64_t id = cancelled_from_; id < next_id_; ++id) {
+    if (was_cancelled) {
+      queued_cancelled = next_id_ - cancelled_from;
+      for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
         if (opts_.on_job_done) opts_.on_job_done(job_record{id, job_status::cancelled, 0, 0, {}});
       }
       completed_pub_.fetch_add(queued_cancelled, std::memory_order_relaxed);
@@ -501,7 +558,7 @@ class engine {
     r.errors = std::move(errors_);
     r.cause = cause_;
     r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - start_);
-    switch (cause_kind_) {
+    switch (why) {
       case cancel_cause::user: r.status = run_status::cancelled; break;
       case cancel_cause::deadline: r.status = run_status::timed_out; break;
       case cancel_cause::failure: r.status = run_status::failed; break;
@@ -521,6 +578,7 @@ class engine {
   const std::size_t capacity_;
   const std::size_t window_;
   const std::size_t outcome_limit_;
+  const std::size_t low_water_;  // blocked producers are woken at this depth
   worker_fn work_;
   aggregator_fn aggregate_;
   const clock::time_point start_;
@@ -539,19 +597,21 @@ class engine {
   bool closed_ = false;
   bool cancelled_ = false;
   bool waited_ = false;
+  bool finishing_ = false;
   cancel_cause cause_kind_ = cancel_cause::none;
   std::vector<int> free_ids_;
   std::vector<std::vector<Job>> batches_;  // per worker id, reused: no allocation per job
+  std::vector<std::uint64_t> job_cost_ns_;  // per worker id: mean job time of its last batch (0 = unknown)
+  static constexpr std::uint64_t batch_budget_ns = 20'000;  // a batch should take about this long
+  static constexpr std::chrono::microseconds producer_recheck{1000};
 
-  // ---- outcomes --------------------------------------------------------------------------
-  std::mutex out_mu_;
-  std::vector<outcome> pending_;  // guarded by out_mu_
-  bool agg_scheduled_ = false;    // guarded by out_mu_
-  std::atomic<std::size_t> pending_count_{0};
-  std::vector<std::vector<outcome>> outs_;  // per worker id, reused
+  // ---- outcome batches in flight ---------------------------------------------------------
+  std::mutex batch_mu_;
+  std::deque<outcome_batch> batch_store_;     // stable addresses; guarded by batch_mu_
+  std::vector<outcome_batch*> free_batches_;  // guarded by batch_mu_
+  std::atomic<std::size_t> pending_count_{0};  // outcomes produced, not yet folded
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
-  std::vector<outcome> draining_;
   std::vector<std::optional<outcome>> reorder_;
   std::atomic<std::uint64_t> next_deliver_{1};
   std::uint64_t n_succeeded_ = 0;

@@ -1,0 +1,160 @@
+// tests/support/concurrency_kit.hpp - tools for asserting concurrency properties.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fp_test {
+
+/// Records the peak number of threads inside a region at once.
+class peak_tracker {
+ public:
+  class scope {
+   public:
+    explicit scope(peak_tracker& t) : t_(t) {
+      const int now = t_.inside_.fetch_add(1, std::memory_order_acq_rel) + 1;
+      int peak = t_.peak_.load(std::memory_order_relaxed);
+      while (now > peak && !t_.peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+      }
+    }
+    ~scope() { t_.inside_.fetch_sub(1, std::memory_order_acq_rel); }
+    scope(const scope&) = delete;
+    scope& operator=(const scope&) = delete;
+
+   private:
+    peak_tracker& t_;
+  };
+  [[nodiscard]] int peak() const { return peak_.load(); }
+  [[nodiscard]] int inside() const { return inside_.load(); }
+
+ private:
+  std::atomic<int> inside_{0};
+  std::atomic<int> peak_{0};
+};
+
+/// A reusable start line: `arrive_and_wait()` blocks until `count` threads arrived.
+class start_barrier {
+ public:
+  explicit start_barrier(int count) : count_(count) {}
+  void arrive_and_wait() {
+    std::unique_lock lk(mu_);
+    if (++arrived_ == count_) {
+      cv_.notify_all();
+    } else {
+      cv_.wait(lk, [this] { return arrived_ >= count_; });
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int count_;
+  int arrived_ = 0;
+};
+
+/// Runs `fn(thread_index)` on `n` raw threads, all released at once; joins them.
+inline void run_on_threads(int n, const std::function<void(int)>& fn) {
+  start_barrier go(n);
+  std::vector<std::thread> ts;
+  ts.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    ts.emplace_back([&, i] {
+      go.arrive_and_wait();
+      fn(i);
+    });
+  }
+  for (auto& t : ts) t.join();
+}
+
+/// Aborts the process with `what` (which should include the seed) if not
+/// disarmed within `limit`: a hang becomes a failure with a reproducer.
+class watchdog {
+ public:
+  watchdog(std::chrono::milliseconds limit, std::string what) : what_(std::move(what)) {
+    thread_ = std::thread([this, limit] {
+      std::unique_lock lk(mu_);
+      if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+        std::fprintf(stderr, "WATCHDOG: no progress within %lld ms: %s\n",
+                     static_cast<long long>(limit.count()), what_.c_str());
+        std::fflush(stderr);
+        std::abort();
+      }
+    });
+  }
+  ~watchdog() {
+    {
+      const std::lock_guard lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string what_;
+  std::thread thread_;
+};
+
+/// The seed for randomized tests: FLOWPOOL_TEST_SEED if set, else random.
+inline std::uint64_t base_seed() {
+  if (const char* s = std::getenv("FLOWPOOL_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+  static const std::uint64_t seed = std::random_device{}();
+  return seed;
+}
+
+/// Peak resident set size of this process, in bytes (VmHWM).
+inline std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+/// Current resident set size of this process, in bytes (VmRSS).
+inline std::size_t rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+/// True when built with a sanitizer (timing and memory figures mean nothing there).
+constexpr bool sanitized() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+/// Burns a deterministic amount of CPU (no clock reads).
+inline std::uint64_t spin(std::uint64_t iterations) {
+  std::uint64_t x = 88172645463325252ULL;
+  for (std::uint64_t i = 0; i < iterations; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+}  // namespace fp_test
