@@ -10,7 +10,7 @@
 
 int main(int argc, char* argv[]) {
   auto handle = tbb::task_scheduler_handle{tbb::attach{}};
-  std::printf("flowpool tests: randomized cases use base seed %llu (set FLOWPOOL_TEST_SEED to reproduce)\n",
+  std::fprintf(stderr, "flowpool tests: randomized cases use base seed %llu (set FLOWPOOL_TEST_SEED to reproduce)\n",
               static_cast<unsigned long long>(fp_test::base_seed()));
   const int rc = Catch::Session().run(argc, argv);
   tbb::finalize(handle, std::nothrow);
