@@ -48,19 +48,42 @@ thread_lease::~thread_lease() {
   apply(s);
 }
 
-deadline_timer::~deadline_timer() { stop(); }
+wakeup_timer::~wakeup_timer() { stop(); }
 
-void deadline_timer::start(std::chrono::steady_clock::time_point when, std::function<void()> fire) {
-  thread_ = std::thread([this, when, fire = std::move(fire)] {
-    std::unique_lock lk(mu_);
-    if (!cv_.wait_until(lk, when, [this] { return stopping_; })) {
-      lk.unlock();
-      fire();
-    }
-  });
+void wakeup_timer::start(std::function<clock::time_point()> on_wake) {
+  if (thread_.joinable()) return;
+  on_wake_ = std::move(on_wake);
+  thread_ = std::thread([this] { loop(); });
 }
 
-void deadline_timer::stop() noexcept {
+void wakeup_timer::arm(clock::time_point when) {
+  {
+    const std::lock_guard lk(mu_);
+    if (when >= next_) return;
+    next_ = when;
+    changed_ = true;
+  }
+  cv_.notify_one();
+}
+
+void wakeup_timer::loop() {
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    changed_ = false;
+    if (next_ == clock::time_point::max()) {
+      cv_.wait(lk, [this] { return stopping_ || changed_; });
+      continue;
+    }
+    if (cv_.wait_until(lk, next_, [this] { return stopping_ || changed_; })) continue;
+    next_ = clock::time_point::max();  // due: the callback tells us the next time
+    lk.unlock();
+    const clock::time_point again = on_wake_();
+    lk.lock();
+    if (again < next_) next_ = again;
+  }
+}
+
+void wakeup_timer::stop() noexcept {
   {
     const std::lock_guard lk(mu_);
     stopping_ = true;

@@ -34,6 +34,12 @@ concept aggregator_for = std::invocable<F&, Result&&>;
 /// start and are counted as cancelled; running jobs see
 /// `job_context::stop_requested()`.
 ///
+/// Failures: a job's exception is caught and recorded with its id. With a
+/// `retry_policy` the attempt is retried after an exponential backoff during
+/// which it holds no worker slot; `error_policy::fail_fast` or `max_failures`
+/// cancel the run at the first (or K-th) final failure and name it in
+/// `report::cause`; `job_timeout` gives every attempt a cooperative deadline.
+///
 /// Lifecycle: construct, `submit()` from any number of threads, `close()`, then
 /// `wait()` once for the `report`. A pool destroyed before `wait()` cancels its
 /// run if input was still open (or lets queued jobs finish if `close()` was
@@ -102,7 +108,22 @@ class pool {
   /// @code
   ///   if (!pool.submit(job)) return;   // run was cancelled
   /// @endcode
-  bool submit(Job job) { return accepted(engine_->push(std::move(job), 1, {})); }
+  bool submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, 1, {})); }
+
+  /// Like `submit(job)`, with a retry policy for this job only (it replaces the
+  /// pool's `options.retry` for this job).
+  /// @throws flowpool::error (errc::invalid_argument) if the policy is invalid,
+  ///         (errc::closed) after close(). Thread-safe.
+  ///
+  /// @code
+  ///   flowpool::retry_policy flaky;
+  ///   flaky.max_attempts = 5;
+  ///   pool.submit(download_job, flaky);
+  /// @endcode
+  bool submit(Job job, retry_policy policy) {
+    return accepted(
+        engine_->push(std::move(job), std::make_shared<const retry_policy>(std::move(policy)), 1, {}));
+  }
 
   /// Submits without blocking. @returns false if the queue is full or the run
   /// is cancelled (`cancelled()` tells which). @throws flowpool::error after close().
@@ -111,7 +132,7 @@ class pool {
   /// @code
   ///   while (!pool.try_submit(job) && !pool.cancelled()) do_something_else();
   /// @endcode
-  [[nodiscard]] bool try_submit(Job job) { return accepted(engine_->push(std::move(job), 0, {})); }
+  [[nodiscard]] bool try_submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, 0, {})); }
 
   /// Submits, waiting at most `timeout` for room in the queue.
   /// @returns false on timeout or cancellation. @throws flowpool::error after close().
@@ -124,7 +145,7 @@ class pool {
   [[nodiscard]] bool submit_for(Job job, std::chrono::duration<Rep, Period> timeout) {
     const auto until = std::chrono::steady_clock::now() +
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-    return accepted(engine_->push(std::move(job), 2, until));
+    return accepted(engine_->push(std::move(job), nullptr, 2, until));
   }
 
   /// Ends the input: no more submits (they throw errc::closed); producers

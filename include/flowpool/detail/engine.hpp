@@ -4,22 +4,28 @@
 // Shape (see docs/architecture.md):
 //
 //   producers --submit--> [bounded FIFO, C] --pull--> workers: function_node, concurrency N
-//                                                        |  edge: one micro-batch of outcomes
+//   timer ----retry due--> [ready retries] ---pull-->    |  edge: one micro-batch of outcomes
 //                                                        v
 //                                                 aggregator: function_node, serial
 //
 // Jobs never sit inside TBB buffers. The worker node receives only *tokens*
-// (at most N in flight); each invocation pulls one micro-batch from the bounded
-// FIFO, runs it, re-dispatches itself if work remains, and returns the batch's
-// outcomes as its output message. oneTBB hands that message to the serial
-// aggregator by task bypass, so the aggregator normally runs on the same thread
-// right after the batch: the arena needs exactly N threads, never N+1.
+// (at most N in flight); each invocation pulls one micro-batch (ready retries
+// first, then the bounded FIFO), runs it, re-dispatches itself if work remains,
+// and returns the batch's outcomes as its output message. oneTBB hands that
+// message to the serial aggregator by task bypass, so the aggregator normally
+// runs on the same thread right after the batch: the arena needs exactly N
+// threads, never N+1.
 //
-// This keeps memory bounded by C no matter how fast producers are, makes
-// cancellation exact (a job never pulled is still in our FIFO and is counted as
-// cancelled; an outcome batch a cancelled task dropped is still in our registry),
-// and lets a worker take a run of short jobs under one lock when the queue is deep
-// (adaptive micro-batching).
+// A failed attempt that the retry policy retries leaves the worker: it waits out
+// its backoff in a delay heap, and the pool's timer thread moves it to the ready
+// list when it is due. No worker slot is held during a backoff.
+//
+// Memory stays bounded: C jobs in the FIFO, N batches running, outcome batches
+// in flight capped (workers stop pulling while the aggregator is behind), jobs in
+// backoff capped at C (workers stop pulling new jobs past that), and in ordered
+// mode a reorder window. Cancellation is exact: a job never pulled is still in
+// our FIFO or retry lists and is counted as cancelled; an outcome batch a
+// cancelled task dropped is still in our registry and is folded by wait().
 #pragma once
 
 #include <oneapi/tbb/flow_graph.h>
@@ -28,16 +34,16 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cassert>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
-#include <new>
 #include <optional>
+#include <queue>
 #include <stop_token>
 #include <string>
 #include <utility>
@@ -56,6 +62,11 @@ enum class cancel_cause : std::uint8_t { none, user, deadline, failure };
 
 /// Validates options; throws errc::invalid_argument naming the bad field.
 FLOWPOOL_API void validate(const pool_options& opts);
+FLOWPOOL_API void validate(const retry_policy& policy);
+
+/// The backoff before attempt `failed_attempt + 1` of job `job` (deterministic).
+FLOWPOOL_API std::chrono::nanoseconds backoff_delay(const retry_policy& r, std::uint64_t job,
+                                                    std::uint32_t failed_attempt);
 
 /// A message describing the exception currently being handled (call from a catch block).
 FLOWPOOL_API std::string describe_current_exception();
@@ -66,6 +77,7 @@ class engine {
   using worker_fn = std::function<Result(const Job&, job_context&)>;
   using aggregator_fn = std::function<void(Result&&)>;
   using clock = std::chrono::steady_clock;
+  using policy_ptr = std::shared_ptr<const retry_policy>;
 
   engine(pool_options opts, worker_fn work, aggregator_fn aggregate)
       : opts_((validate(opts), std::move(opts))),
@@ -74,9 +86,11 @@ class engine {
         window_(opts_.reorder_window == 0 ? capacity_ : opts_.reorder_window),
         outcome_limit_(std::max<std::size_t>(capacity_, static_cast<std::size_t>(n_) * opts_.max_batch)),
         low_water_(capacity_ - std::max<std::size_t>(1, capacity_ / 4)),
+        max_failures_(opts_.on_error == error_policy::fail_fast ? 1 : opts_.max_failures),
         work_(std::move(work)),
         aggregate_(std::move(aggregate)),
         start_(clock::now()),
+        run_deadline_(opts_.timeout.count() > 0 ? start_ + opts_.timeout : clock::time_point::max()),
         lease_(n_),
         // Exactly N slots, none reserved for external threads: N blocking jobs run
         // at once, and CPU-bound pools never run more threads than N.
@@ -90,16 +104,32 @@ class engine {
     arena_.execute([this] {
       // The graph binds to the arena it is built in.
       graph_.emplace(ctx_);
-      workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t) { return worker_body(); });
+      // No exception may reach TBB: it would cancel the context behind our back.
+      // Job and aggregator exceptions are handled per job; anything else (an
+      // allocation failure) ends the run as failed with an internal cause.
+      workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t) {
+        try {
+          return worker_body();
+        } catch (...) {
+          internal_failure("worker");
+          return batch_msg{};
+        }
+      });
       aggregator_.emplace(*graph_, tbb::flow::serial, [this](batch_msg m) {
-        aggregator_body(m);
+        try {
+          aggregator_body(m);
+        } catch (...) {
+          internal_failure("aggregator");
+        }
         return tbb::flow::continue_msg{};
       });
       tbb::flow::make_edge(*workers_, *aggregator_);
     });
     graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
-    if (opts_.timeout.count() > 0) {
-      timer_.start(start_ + opts_.timeout, [this] { cancel_internal(cancel_cause::deadline); });
+    if (run_deadline_ != clock::time_point::max()) {
+      const std::lock_guard lk(mu_);
+      start_timer_locked();
+      timer_.arm(run_deadline_);
     }
   }
 
@@ -115,6 +145,7 @@ class engine {
       } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw
       }
     }
+    timer_.stop();
     // A producer woken by cancel may still be on its way out of submit().
     std::unique_lock lk(mu_);
     producers_gone_.wait(lk, [this] { return waiting_producers_ == 0; });
@@ -124,8 +155,9 @@ class engine {
 
   enum class push_result { accepted, full, cancelled };
 
-  /// wait: 0 = don't block, 1 = block until space, 2 = block until `until`.
-  push_result push(Job&& job, int mode, clock::time_point until) {
+  /// mode: 0 = don't block, 1 = block until space, 2 = block until `until`.
+  push_result push(Job&& job, policy_ptr policy, int mode, clock::time_point until) {
+    if (policy) validate(*policy);
     std::unique_lock lk(mu_);
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
     if (queue_.size() >= capacity_ && !cancelled_) {
@@ -154,7 +186,7 @@ class engine {
       if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
     }
     if (cancelled_) return push_result::cancelled;
-    queue_.push_back(std::move(job));
+    queue_.push_back(queued{std::move(job), std::move(policy)});
     ++next_id_;
     const std::size_t depth = queue_.size();
     if (depth > max_depth_) {
@@ -172,6 +204,7 @@ class engine {
   // ---- owner -----------------------------------------------------------------------------
 
   void close() {
+    const call_guard guard(*this);
     {
       const std::lock_guard lk(mu_);
       if (finished_.load(std::memory_order_acquire)) {
@@ -186,6 +219,7 @@ class engine {
   }
 
   void cancel() {
+    const call_guard guard(*this);
     if (finished_.load(std::memory_order_acquire)) {
       throw_error(errc::finished, "pool: cancel() after the run finished");
     }
@@ -216,7 +250,46 @@ class engine {
   [[nodiscard]] const pool_options& options() const noexcept { return opts_; }
 
  private:
+  // Counts close()/cancel() calls in progress on other threads: finish() waits
+  // for them, so none touches the engine after wait() returns and it is freed.
+  class call_guard {
+   public:
+    explicit call_guard(engine& e) : e_(e) {
+      const std::lock_guard lk(e_.mu_);
+      ++e_.calls_in_progress_;
+    }
+    ~call_guard() {
+      const std::lock_guard lk(e_.mu_);
+      if (--e_.calls_in_progress_ == 0) e_.producers_gone_.notify_all();
+    }
+    call_guard(const call_guard&) = delete;
+    call_guard& operator=(const call_guard&) = delete;
+
+   private:
+    engine& e_;
+  };
+
   struct token_t {};
+
+  struct queued {  // a job waiting in the FIFO; its id is implied by its position
+    Job job;
+    policy_ptr policy;  // null: the pool's policy
+  };
+
+  struct work_item {  // a job handed to a worker, or waiting out a backoff
+    Job job;
+    policy_ptr policy;
+    std::uint64_t id = 0;
+    std::uint32_t attempt = 1;  // the attempt about to run
+  };
+
+  struct delayed {  // a job in backoff, ordered by when it is due
+    clock::time_point due;
+    std::uint64_t seq;  // FIFO among equal due times
+    std::shared_ptr<work_item> item;
+    bool operator>(const delayed& o) const { return due != o.due ? due > o.due : seq > o.seq; }
+  };
+
   struct outcome {
     std::uint64_t id = 0;
     job_status status = job_status::succeeded;
@@ -227,6 +300,7 @@ class engine {
     std::optional<Result> value;
     std::string message;
   };
+
   // A micro-batch of outcomes in flight from a worker to the aggregator. Owned by
   // the engine (batch_store_), so one dropped by a cancelled task is not lost.
   struct outcome_batch {
@@ -239,11 +313,17 @@ class engine {
   using worker_node = tbb::flow::function_node<token_t, batch_msg>;
   using aggregator_node = tbb::flow::function_node<batch_msg, tbb::flow::continue_msg>;
 
+  // ---- dispatch -------------------------------------------------------------------------
+
+  // Jobs a worker could pull right now. Called with mu_ held.
+  std::size_t pullable_locked() const {
+    if (cancelled_) return 0;
+    return ready_.size() + (throttled_locked() ? 0 : queue_.size());
+  }
 
   // How many new worker tokens to dispatch now. Called with mu_ held.
   int dispatch_count_locked() {
-    if (cancelled_ || queue_.empty() || throttled_locked()) return 0;
-    const std::size_t want = std::min<std::size_t>(queue_.size(), static_cast<std::size_t>(n_ - active_));
+    const std::size_t want = std::min<std::size_t>(pullable_locked(), static_cast<std::size_t>(n_ - active_));
     active_ += static_cast<int>(want);
     // Keep the graph "busy" between deciding to dispatch and the token landing,
     // so wait() cannot see a quiescent graph with work still queued.
@@ -258,9 +338,12 @@ class engine {
     }
   }
 
-  // Workers stop pulling while the aggregator is too far behind (memory bound),
-  // or, in ordered mode, when the next job is outside the reorder window.
+  // New jobs are not pulled from the FIFO while the aggregator is too far behind
+  // (outcome memory), while C jobs wait out a backoff (retry memory), or, in
+  // ordered mode, when the next job is outside the reorder window. Ready retries
+  // are always pulled: they are older than anything in the FIFO.
   bool throttled_locked() const {
+    if (heap_.size() + ready_.size() >= capacity_) return true;
     if (opts_.ordered) {
       return next_pop_id_ >= next_deliver_.load(std::memory_order_acquire) + window_;
     }
@@ -282,44 +365,53 @@ class engine {
     return std::min(b, queue_.size());
   }
 
+  // ---- workers --------------------------------------------------------------------------
+
   // The body of the worker node. One invocation pulls one micro-batch, runs it,
   // re-dispatches itself while work remains, and returns the outcomes; the edge
   // to the serial aggregator delivers them (by task bypass, on this thread).
   batch_msg worker_body() {
     int wid = 0;
-    std::uint64_t first = 0;
     bool wake_producers = false;
+    std::vector<std::shared_ptr<work_item>> retries;  // usually empty: no allocation
     {
       const std::lock_guard lk(mu_);
-      if (cancelled_ || queue_.empty() || throttled_locked()) {
+      if (pullable_locked() == 0) {
         --active_;
         return {};
       }
       wid = free_ids_.back();
       free_ids_.pop_back();
-      const std::size_t count = batch_size_locked(wid);
-      first = next_pop_id_;
-      next_pop_id_ += count;
       auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
-      for (std::size_t i = 0; i < count; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      if (!ready_.empty()) {  // a retry that is due goes first
+        retries.push_back(std::move(ready_.front()));
+        ready_.pop_front();
+      } else {
+        const std::size_t count = batch_size_locked(wid);
+        for (std::size_t i = 0; i < count; ++i) {
+          auto& q = queue_.front();
+          batch.push_back(work_item{std::move(q.job), std::move(q.policy), next_pop_id_++, 1});
+          queue_.pop_front();
+        }
+        depth_pub_.store(queue_.size(), std::memory_order_relaxed);
+        // Hysteresis: wake blocked producers once the queue has drained to the low
+        // watermark, not on every pop, so one wake-up refills many slots instead of
+        // the worker paying a futex wake per batch.
+        wake_producers = waiting_producers_ > 0 && queue_.size() <= low_water_;
       }
-      depth_pub_.store(queue_.size(), std::memory_order_relaxed);
-      // Hysteresis: wake blocked producers once the queue has drained to the low
-      // watermark, not on every pop, so one wake-up refills many slots instead of
-      // the worker paying a futex wake per batch.
-      wake_producers = waiting_producers_ > 0 && queue_.size() <= low_water_;
     }
     if (wake_producers) not_full_.notify_all();
+    auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
+    for (auto& r : retries) batch.push_back(std::move(*r));
     outcome_batch* out = acquire_batch();
-    run_batch(wid, first, out->items);
+    run_batch(wid, batch, out->items);
+    batch.clear();
     pending_count_.fetch_add(out->items.size(), std::memory_order_acq_rel);
     bool again = false;
     {
       const std::lock_guard lk(mu_);
       free_ids_.push_back(wid);
-      again = !cancelled_ && !queue_.empty() && !throttled_locked();
+      again = pullable_locked() > 0;
       if (again) {
         graph_->reserve_wait();
       } else {
@@ -353,53 +445,154 @@ class engine {
     free_batches_.push_back(b);
   }
 
-  void run_batch(int wid, std::uint64_t first, std::vector<outcome>& outs) {
-    auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
+  void run_batch(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     busy_.fetch_add(1, std::memory_order_relaxed);
     const auto t0 = clock::now();
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      outs.emplace_back();
-      run_one(batch[i], first + i, wid, outs.back());
-    }
+    for (auto& item : batch) run_one(item, wid, outs);
     // One clock read per batch: the mean job cost steers the next batch size.
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
     job_cost_ns_[static_cast<std::size_t>(wid - 1)] =
         std::max<std::uint64_t>(1, static_cast<std::uint64_t>(ns) / batch.size());
     busy_.fetch_sub(1, std::memory_order_relaxed);
-    batch.clear();
   }
 
-  void run_one(const Job& job, std::uint64_t id, int wid, outcome& out) {
-    out.id = id;
+  const retry_policy& policy_of(const work_item& item) const { return item.policy ? *item.policy : opts_.retry; }
+
+  // Runs one attempt. Appends the job's outcome when it reached a terminal state;
+  // appends nothing when the attempt failed and was handed to the retry queue.
+  void run_one(work_item& item, int wid, std::vector<outcome>& outs) {
+    outcome out;
+    out.id = item.id;
     out.worker = wid;
-    if (stop_.stop_requested()) {  // never start a job once cancellation is visible
+    out.attempts = item.attempt - 1;  // attempts completed before this one
+    if (stop_.stop_requested()) {     // never start an attempt once cancellation is visible
       out.status = job_status::cancelled;
       out.kind = error_kind::cancelled;
+      outs.push_back(std::move(out));
       return;
     }
-    out.attempts = 1;
-    job_context ctx(id, wid, 1, stop_.get_token());
-    const bool timed = static_cast<bool>(opts_.on_job_done);
-    const auto t0 = timed ? clock::now() : clock::time_point{};
+    out.attempts = item.attempt;
+    if (item.attempt > 1) retried_.fetch_add(1, std::memory_order_relaxed);
+    const bool timed = opts_.job_timeout.count() > 0;
+    const auto t0 = (timed || opts_.on_job_done) ? clock::now() : clock::time_point{};
+    const auto deadline = timed ? t0 + opts_.job_timeout : clock::time_point::max();
+    job_context ctx(item.id, wid, item.attempt, stop_.get_token(), deadline);
+    std::exception_ptr failure;
     try {
-      out.value.emplace(work_(job, ctx));
+      out.value.emplace(work_(item.job, ctx));
       out.status = job_status::succeeded;
     } catch (const error& e) {
-      if (e.code() == errc::cancelled) {
+      if (e.code() == errc::cancelled && stop_.stop_requested()) {
         out.status = job_status::cancelled;
         out.kind = error_kind::cancelled;
       } else {
         out.status = job_status::failed;
-        out.kind = error_kind::exception;
         out.message = e.what();
+        failure = std::current_exception();
       }
     } catch (...) {
       out.status = job_status::failed;
-      out.kind = error_kind::exception;
       out.message = describe_current_exception();
+      failure = std::current_exception();
     }
-    if (timed) out.duration = clock::now() - t0;
+    if (timed || opts_.on_job_done) out.duration = clock::now() - t0;
+    // An attempt that ran past its own deadline is a timeout, whatever it returned.
+    if (timed && out.status != job_status::cancelled && clock::now() >= deadline) {
+      out.value.reset();
+      out.status = job_status::failed;
+      out.kind = error_kind::timeout;
+      out.message = "attempt " + std::to_string(item.attempt) + " exceeded the job timeout of " +
+                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(opts_.job_timeout).count()) +
+                    " ms";
+      failure = nullptr;
+    }
+    if (out.status == job_status::failed && should_retry(item, out, failure)) {
+      schedule_retry(item);
+      return;
+    }
+    if (out.status == job_status::failed) on_final_failure(out);
+    outs.push_back(std::move(out));
   }
+
+  bool should_retry(const work_item& item, const outcome& out, const std::exception_ptr& failure) const {
+    const retry_policy& p = policy_of(item);
+    if (item.attempt >= p.max_attempts || stop_.stop_requested()) return false;
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const permanent_error&) {
+        return false;
+      } catch (...) {  // NOLINT(bugprone-empty-catch): any other failure is a candidate
+      }
+    }
+    if (!p.retryable) return true;
+    const failure_info info{out.kind, out.message, failure, item.attempt, item.id};
+    try {
+      return p.retryable(info);
+    } catch (...) {
+      return false;  // a throwing predicate means "don't retry"
+    }
+  }
+
+  void schedule_retry(work_item& item) {
+    const retry_policy& p = policy_of(item);
+    const auto due = clock::now() + backoff_delay(p, item.id, item.attempt);
+    auto next = std::make_shared<work_item>(work_item{std::move(item.job), std::move(item.policy), item.id,
+                                                      item.attempt + 1});
+    const std::lock_guard lk(mu_);
+    // The job is not terminal yet: keep wait() from seeing a quiescent graph.
+    graph_->reserve_wait();
+    if (cancelled_) {  // too late to retry: it ends cancelled in finish()
+      retry_cancelled_.push_back(std::move(next));
+      graph_->release_wait();
+      return;
+    }
+    heap_.push(delayed{due, retry_seq_++, std::move(next)});
+    start_timer_locked();
+    timer_.arm(due);
+  }
+
+  void on_final_failure(const outcome& out) {
+    if (max_failures_ == 0) return;
+    const std::uint64_t n = final_failures_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (n >= max_failures_) cancel_internal(cancel_cause::failure, job_error{out.id, out.attempts, out.kind, out.message});
+  }
+
+  // ---- timer (run deadline, retry backoff) ----------------------------------------------
+
+  void start_timer_locked() {
+    if (!timer_.started()) timer_.start([this] { return on_timer(); });
+  }
+
+  // Called on the timer thread: fires the run deadline and moves due retries to
+  // the ready list. Returns when it wants to be called next.
+  clock::time_point on_timer() {
+    const auto now = clock::now();
+    if (now >= run_deadline_) cancel_internal(cancel_cause::deadline);
+    int spawn = 0;
+    std::size_t moved = 0;
+    clock::time_point next = clock::time_point::max();
+    {
+      const std::lock_guard lk(mu_);
+      while (!heap_.empty() && heap_.top().due <= now) {
+        ready_.push_back(heap_.top().item);
+        heap_.pop();
+        ++moved;
+      }
+      if (!heap_.empty()) next = heap_.top().due;
+      if (!deadline_fired_ && run_deadline_ != clock::time_point::max() && !cancelled_) {
+        next = std::min(next, run_deadline_);
+      }
+      spawn = dispatch_count_locked();
+    }
+    spawn_workers(spawn);
+    // Each moved job gave up the reservation it took in backoff; the dispatched
+    // tokens (or the workers already running) now carry it to a terminal state.
+    for (std::size_t i = 0; i < moved; ++i) graph_->release_wait();
+    return next;
+  }
+
+  // ---- aggregator -----------------------------------------------------------------------
 
   // The serial aggregator node's body: folds one micro-batch.
   void aggregator_body(batch_msg m) {
@@ -423,10 +616,14 @@ class engine {
       for (auto& o : batch) deliver(o);
       return;
     }
-    std::uint64_t next = next_deliver_.load(std::memory_order_relaxed);
     for (auto& o : batch) {
       reorder_[static_cast<std::size_t>(o.id % window_)].emplace(std::move(o));
     }
+    deliver_in_order();
+  }
+
+  void deliver_in_order() {
+    std::uint64_t next = next_deliver_.load(std::memory_order_relaxed);
     for (;;) {
       auto& slot = reorder_[static_cast<std::size_t>(next % window_)];
       if (!slot || slot->id != next) break;
@@ -454,8 +651,7 @@ class engine {
           aggregator_failed_ = true;
           errors_.push_back(job_error{o.id, o.attempts, error_kind::aggregator,
                                       "aggregator threw on this job's result: " + describe_current_exception()});
-          if (!cause_) cause_ = errors_.back();
-          cancel_internal(cancel_cause::failure);
+          late_failure(errors_.back());
         }
         break;
       case job_status::failed:
@@ -467,10 +663,36 @@ class engine {
         break;
     }
     completed_pub_.fetch_add(1, std::memory_order_relaxed);
-    if (opts_.on_job_done) {
-      opts_.on_job_done(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
+    if (opts_.on_job_done) call_hook(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
+  }
+
+  // The user's on_job_done hook. If it throws, the run fails with that as its
+  // cause (the job's own terminal state stays as it was), and the hook is not
+  // called again: it is as broken as an aggregator that threw.
+  void call_hook(const job_record& rec) {
+    if (hook_failed_) return;
+    try {
+      opts_.on_job_done(rec);
+    } catch (...) {
+      hook_failed_ = true;
+      late_failure(job_error{rec.job, rec.attempts, error_kind::aggregator,
+                             "on_job_done threw on this job's record: " + describe_current_exception()});
     }
   }
+
+  // A failure of the serial stage (aggregator or hook): the run fails, even if it
+  // was already cancelled or is finishing, and the report names it.
+  void late_failure(job_error e) {
+    if (!late_cause_) late_cause_ = e;
+    cancel_internal(cancel_cause::failure, std::move(e));
+  }
+
+  void internal_failure(const char* where) {
+    late_failure(job_error{0, 0, error_kind::exception,
+                           std::string("internal error in the ") + where + " node: " + describe_current_exception()});
+  }
+
+  // ---- ending the run -------------------------------------------------------------------
 
   void release_input() {
     if (!released_.exchange(true, std::memory_order_acq_rel)) graph_->release_wait();
@@ -486,26 +708,40 @@ class engine {
     release_input();
   }
 
-  void cancel_internal(cancel_cause why) {
-    std::deque<Job> dropped;
+  void cancel_internal(cancel_cause why, std::optional<job_error> cause = std::nullopt) {
+    std::deque<queued> dropped;
+    std::size_t released_backoffs = 0;
     {
       const std::lock_guard lk(mu_);
+      if (why == cancel_cause::deadline) deadline_fired_ = true;
       if (cancelled_ || finishing_) return;
       // A cancel or deadline that comes after every job finished changes nothing.
-      if (why != cancel_cause::failure && closed_ && queue_.empty() && active_ == 0 &&
-          pending_count_.load(std::memory_order_acquire) == 0) {
+      if (why != cancel_cause::failure && closed_ && queue_.empty() && heap_.empty() && ready_.empty() &&
+          active_ == 0 && pending_count_.load(std::memory_order_acquire) == 0) {
         return;
       }
       cancelled_ = true;
       cause_kind_ = why;
+      cause_ = std::move(cause);
       stop_.request_stop();
       // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
       cancelled_from_ = next_pop_id_;
       dropped.swap(queue_);
       depth_pub_.store(0, std::memory_order_relaxed);
+      // Jobs in backoff, or due and not yet pulled, end cancelled too.
+      released_backoffs = heap_.size();
+      while (!heap_.empty()) {
+        retry_cancelled_.push_back(heap_.top().item);
+        heap_.pop();
+      }
+      for (auto& r : ready_) retry_cancelled_.push_back(std::move(r));
+      ready_.clear();
+      // Under mu_: a live task or the input reservation exists here, so the graph
+      // cannot go idle (and wait_for_all() reset the context) before this runs.
+      ctx_.cancel_group_execution();
     }
-    ctx_.cancel_group_execution();
     not_full_.notify_all();
+    for (std::size_t i = 0; i < released_backoffs; ++i) graph_->release_wait();
     release_input();
     // `dropped` is destroyed here, outside the lock.
   }
@@ -516,12 +752,17 @@ class engine {
     bool was_cancelled = false;
     std::uint64_t cancelled_from = 0;
     cancel_cause why = cancel_cause::none;
+    std::vector<std::shared_ptr<work_item>> retry_cancelled;
     {
-      const std::lock_guard lk(mu_);
+      std::unique_lock lk(mu_);
+      // A close()/cancel() racing this wait() from another thread may still be on
+      // its way out; a job or the aggregator cannot be (the graph is idle).
+      producers_gone_.wait(lk, [this] { return calls_in_progress_ == 0; });
       finishing_ = true;  // from here on cancel() is a no-op
       was_cancelled = cancelled_;
       cancelled_from = cancelled_from_;
       why = cause_kind_;
+      retry_cancelled.swap(retry_cancelled_);
     }
     // No TBB task is running now: fold every outcome batch a cancelled task dropped.
     for (auto& b : batch_store_) {
@@ -531,6 +772,17 @@ class engine {
       }
     }
     pending_count_.store(0, std::memory_order_release);
+    // Jobs cancelled while in backoff: their earlier attempts count.
+    std::vector<outcome> tail;
+    for (auto& r : retry_cancelled) {
+      outcome o;
+      o.id = r->id;
+      o.status = job_status::cancelled;
+      o.kind = error_kind::cancelled;
+      o.attempts = r->attempt - 1;
+      tail.push_back(std::move(o));
+    }
+    fold(tail);
     if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
       for (std::uint64_t id = next_deliver_.load(std::memory_order_relaxed); id < next_pop_id_; ++id) {
         auto& slot = reorder_[static_cast<std::size_t>(id % window_)];
@@ -545,7 +797,7 @@ class engine {
     if (was_cancelled) {
       queued_cancelled = next_id_ - cancelled_from;
       for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
-        if (opts_.on_job_done) opts_.on_job_done(job_record{id, job_status::cancelled, 0, 0, {}});
+        if (opts_.on_job_done) call_hook(job_record{id, job_status::cancelled, 0, 0, {}});
       }
       completed_pub_.fetch_add(queued_cancelled, std::memory_order_relaxed);
     }
@@ -554,10 +806,18 @@ class engine {
     r.succeeded = n_succeeded_;
     r.failed = n_failed_;
     r.cancelled = n_cancelled_ + queued_cancelled;
+    r.retried = retried_.load(std::memory_order_relaxed);
     r.max_queue_depth = max_depth_;
     r.errors = std::move(errors_);
-    r.cause = cause_;
+    {
+      const std::lock_guard lk(mu_);
+      r.cause = cause_;
+    }
     r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - start_);
+    if (late_cause_ && why != cancel_cause::failure) {  // the serial stage failed after a cancel
+      why = cancel_cause::failure;
+      if (!r.cause) r.cause = late_cause_;
+    }
     switch (why) {
       case cancel_cause::user: r.status = run_status::cancelled; break;
       case cancel_cause::deadline: r.status = run_status::timed_out; break;
@@ -579,37 +839,50 @@ class engine {
   const std::size_t window_;
   const std::size_t outcome_limit_;
   const std::size_t low_water_;  // blocked producers are woken at this depth
+  const std::uint64_t max_failures_;
   worker_fn work_;
   aggregator_fn aggregate_;
   const clock::time_point start_;
+  const clock::time_point run_deadline_;
+  static constexpr std::uint64_t batch_budget_ns = 20'000;  // a batch should take about this long
+  static constexpr std::chrono::microseconds producer_recheck{1000};
 
-  // ---- ingress, guarded by mu_ ----------------------------------------------------------
+  // ---- ingress and retries, guarded by mu_ ----------------------------------------------
   mutable std::mutex mu_;
   std::condition_variable not_full_;
-  std::condition_variable producers_gone_;
-  std::deque<Job> queue_;
+  std::condition_variable producers_gone_;  // waiting_producers_ or calls_in_progress_ reached 0
+  std::deque<queued> queue_;
   std::uint64_t next_id_ = 1;      // id the next accepted job gets
   std::uint64_t next_pop_id_ = 1;  // id of queue_.front()
   std::uint64_t cancelled_from_ = 0;
   int active_ = 0;  // worker tokens dispatched and not yet exited (<= N)
   int waiting_producers_ = 0;
+  int calls_in_progress_ = 0;  // close()/cancel() running on some thread
   std::size_t max_depth_ = 0;
   bool closed_ = false;
   bool cancelled_ = false;
   bool waited_ = false;
   bool finishing_ = false;
+  bool deadline_fired_ = false;
   cancel_cause cause_kind_ = cancel_cause::none;
+  std::optional<job_error> cause_;
   std::vector<int> free_ids_;
-  std::vector<std::vector<Job>> batches_;  // per worker id, reused: no allocation per job
-  std::vector<std::uint64_t> job_cost_ns_;  // per worker id: mean job time of its last batch (0 = unknown)
-  static constexpr std::uint64_t batch_budget_ns = 20'000;  // a batch should take about this long
-  static constexpr std::chrono::microseconds producer_recheck{1000};
+  std::priority_queue<delayed, std::vector<delayed>, std::greater<>> heap_;  // jobs in backoff
+  std::deque<std::shared_ptr<work_item>> ready_;                           // retries that are due
+  std::vector<std::shared_ptr<work_item>> retry_cancelled_;                // retries cut by cancel
+  std::uint64_t retry_seq_ = 0;
+
+  // ---- per worker id (owned by whoever holds the id) --------------------------------------
+  std::vector<std::vector<work_item>> batches_;  // reused: no allocation per job
+  std::vector<std::uint64_t> job_cost_ns_;      // mean job time of the last batch (0 = unknown)
 
   // ---- outcome batches in flight ---------------------------------------------------------
   std::mutex batch_mu_;
   std::deque<outcome_batch> batch_store_;     // stable addresses; guarded by batch_mu_
   std::vector<outcome_batch*> free_batches_;  // guarded by batch_mu_
   std::atomic<std::size_t> pending_count_{0};  // outcomes produced, not yet folded
+  std::atomic<std::uint64_t> final_failures_{0};
+  std::atomic<std::uint64_t> retried_{0};
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
   std::vector<std::optional<outcome>> reorder_;
@@ -618,8 +891,9 @@ class engine {
   std::uint64_t n_failed_ = 0;
   std::uint64_t n_cancelled_ = 0;
   bool aggregator_failed_ = false;
+  bool hook_failed_ = false;
+  std::optional<job_error> late_cause_;
   std::vector<job_error> errors_;
-  std::optional<job_error> cause_;
 
   // ---- published for snapshot() (relaxed) -------------------------------------------------
   alignas(64) std::atomic<std::size_t> depth_pub_{0};
@@ -633,14 +907,14 @@ class engine {
   std::atomic<bool> finished_{false};
   std::stop_source stop_;
 
-  // ---- TBB (declared last: destroyed first) ---------------------------------------------
+  // ---- TBB and the timer (declared last: destroyed first) ---------------------------------
   thread_lease lease_;
   tbb::task_arena arena_;
   tbb::task_group_context ctx_;
   std::optional<tbb::flow::graph> graph_;
   std::optional<worker_node> workers_;
   std::optional<aggregator_node> aggregator_;
-  deadline_timer timer_;
+  wakeup_timer timer_;
 };
 
 }  // namespace flowpool::detail

@@ -30,24 +30,37 @@ class FLOWPOOL_API thread_lease {
   int threads_;
 };
 
-/// A single background thread that calls `fire` once at `when`, unless
-/// `stop()` comes first. Used for the run deadline.
-class FLOWPOOL_API deadline_timer {
+/// One background thread that calls `on_wake` whenever the earliest armed time
+/// passes. `on_wake` returns the next time it wants to be woken (or
+/// `time_point::max()`). Serves the run deadline and the retry backoff queue of
+/// one pool; it is started lazily, so pools without either have no such thread.
+class FLOWPOOL_API wakeup_timer {
  public:
-  deadline_timer() = default;
-  ~deadline_timer();
-  deadline_timer(const deadline_timer&) = delete;
-  deadline_timer& operator=(const deadline_timer&) = delete;
+  using clock = std::chrono::steady_clock;
 
-  /// Arms the timer. Call at most once.
-  void start(std::chrono::steady_clock::time_point when, std::function<void()> fire);
-  /// Disarms the timer and joins its thread. Idempotent; never throws.
+  wakeup_timer() = default;
+  ~wakeup_timer();
+  wakeup_timer(const wakeup_timer&) = delete;
+  wakeup_timer& operator=(const wakeup_timer&) = delete;
+
+  /// Sets the callback and starts the thread if it is not running yet.
+  /// Call only with no other call to this timer in progress.
+  void start(std::function<clock::time_point()> on_wake);
+  [[nodiscard]] bool started() const noexcept { return thread_.joinable(); }
+  /// Makes sure the callback runs at or soon after `when`. Thread-safe.
+  void arm(clock::time_point when);
+  /// Stops and joins the thread. Idempotent; never throws. Not from on_wake.
   void stop() noexcept;
 
  private:
+  void loop();
+
   std::mutex mu_;
   std::condition_variable cv_;
+  clock::time_point next_ = clock::time_point::max();
+  bool changed_ = false;
   bool stopping_ = false;
+  std::function<clock::time_point()> on_wake_;
   std::thread thread_;
 };
 
