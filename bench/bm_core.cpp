@@ -26,10 +26,15 @@ void set_job_counters(benchmark::State& state, std::int64_t jobs_per_iter) {
       benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-std::uint64_t run_flowpool(int workers, std::int64_t jobs, std::uint64_t spin_iters) {
+std::uint64_t run_flowpool(int workers, std::int64_t jobs, std::uint64_t spin_iters, bool with_retry = false) {
   flowpool::pool_options o;
   o.workers = workers;
   o.capacity = 1024;
+  if (with_retry) {  // a retry policy that never fires: measures the machinery's cost
+    o.retry.max_attempts = 3;
+    o.retry.backoff_base = std::chrono::milliseconds(1);
+    o.retry.jitter = 0.2;
+  }
   std::uint64_t sum = 0;
   flowpool::pool<std::uint64_t, std::uint64_t> pool(
       o,
@@ -63,6 +68,11 @@ std::uint64_t run_raw_tbb(int workers, std::int64_t jobs, std::uint64_t spin_ite
 void BM_flowpool_empty(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   for (auto _ : state) benchmark::DoNotOptimize(run_flowpool(n, kJobs, 0));
+  set_job_counters(state, kJobs);
+}
+void BM_flowpool_empty_retry_policy(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(run_flowpool(n, kJobs, 0, true));
   set_job_counters(state, kJobs);
 }
 void BM_raw_tbb_empty(benchmark::State& state) {
@@ -111,6 +121,37 @@ void BM_flowpool_cancel_1M_queued(benchmark::State& state) {
   }
 }
 
+// fail_fast with 1M queued jobs: from the first (final) failure to wait() returning.
+void BM_flowpool_fail_fast_1M_queued(benchmark::State& state) {
+  for (auto _ : state) {
+    flowpool::pool_options o;
+    o.workers = 2;
+    o.capacity = 1'000'000;
+    o.on_error = flowpool::error_policy::fail_fast;
+    std::atomic<bool> fire{false};
+    std::atomic<std::int64_t> failed_at_ns{0};
+    flowpool::pool<std::uint64_t, std::uint64_t> pool(
+        o,
+        [&](const std::uint64_t& j, flowpool::job_context& ctx) -> std::uint64_t {
+          if (j == 0) {  // the first job fails once every job is queued
+            while (!fire.load(std::memory_order_acquire)) std::this_thread::yield();
+            failed_at_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+            throw std::runtime_error("first failure");
+          }
+          while (!ctx.stop_requested()) std::this_thread::yield();  // the other worker: busy until cancel
+          return j;
+        },
+        [](std::uint64_t&&) {});
+    for (std::uint64_t i = 0; i < 1'000'002; ++i) pool.submit(std::uint64_t{i});
+    while (pool.snapshot().queue_depth != 1'000'000) std::this_thread::yield();
+    fire.store(true, std::memory_order_release);
+    const auto r = pool.wait();
+    const auto t1 = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (!r.cause || r.cancelled < 1'000'000) state.SkipWithError("fail_fast did not cancel every queued job");
+    state.SetIterationTime(static_cast<double>(t1 - failed_at_ns.load()) * 1e-9);
+  }
+}
+
 void BM_raw_tbb_cancel_1M_queued(benchmark::State& state) {
   for (auto _ : state) {
     std::atomic<bool> stop{false};
@@ -136,10 +177,12 @@ void BM_raw_tbb_cancel_1M_queued(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_flowpool_empty)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_flowpool_empty_retry_policy)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_raw_tbb_empty)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_flowpool_cpu10us)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_raw_tbb_cpu10us)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_flowpool_cancel_1M_queued)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(5);
+BENCHMARK(BM_flowpool_fail_fast_1M_queued)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(5);
 BENCHMARK(BM_raw_tbb_cancel_1M_queued)->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(5);
 
 BENCHMARK_MAIN();

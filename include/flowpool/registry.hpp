@@ -1,0 +1,149 @@
+// flowpool/registry.hpp - sources, kernels and sinks that graph specs refer to by name.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flowpool/export.hpp"
+#include "flowpool/job_context.hpp"
+
+namespace flowpool {
+
+/// One unit of data flowing through a graph: produced by a source, transformed by
+/// each stage's kernel, consumed by the sink.
+struct item {
+  std::uint64_t id = 0;  ///< 1-based position in the source: stable across runs (joblog, resume)
+  std::string input;     ///< what the source produced (a number, a line, a path, ...)
+  std::string value;     ///< what the kernels produced so far
+  int worker = 0;        ///< the worker (1..N) of the last stage that ran it
+};
+
+/// The type of a parameter, for validation and for `flowpool kernels`.
+enum class param_type : std::uint8_t { integer, number, string, boolean, duration, string_list };
+
+/// Describes one parameter of a source, kernel or sink.
+struct param_info {
+  std::string name;
+  param_type type = param_type::string;
+  nlohmann::json default_value;  ///< null: required
+  std::string help;
+  double min = 0;              ///< integers and numbers: smallest allowed value
+  double max = 9.0e15;         ///< integers and numbers: largest allowed value
+  std::vector<std::string> choices;  ///< strings: the allowed values (empty: any)
+};
+
+/// A kernel transforms an item in place; it may throw to fail the attempt.
+/// It runs on up to N threads at once, so it must be thread-safe.
+using kernel_fn = std::function<void(item&, job_context&)>;
+
+/// A source produces items one at a time, in a stable order, on one thread.
+class source {
+ public:
+  virtual ~source() = default;
+  /// The next item, or nullopt at the end. May throw flowpool::error (errc::io).
+  virtual std::optional<item> next() = 0;
+  /// How many items there will be, if known (for the progress bar).
+  [[nodiscard]] virtual std::optional<std::uint64_t> size_hint() const { return std::nullopt; }
+};
+
+/// A sink is the graph's serial aggregator: `consume` never runs concurrently
+/// with itself. Its state must be a plain fold so an interrupted run can save it
+/// and a resumed run can continue from it.
+class sink {
+ public:
+  virtual ~sink() = default;
+  /// Folds one successful item.
+  virtual void consume(item&& it) = 0;
+  /// Called once after the run when it was not interrupted: print totals, commit files.
+  virtual void finish() {}
+  /// The partial aggregate, saved when a run is interrupted (see --resume).
+  [[nodiscard]] virtual nlohmann::json save_state() const { return nullptr; }
+  /// Restores a partial aggregate saved by save_state().
+  virtual void load_state(const nlohmann::json& /*state*/) {}
+};
+
+/// Where sinks write their output (the CLI passes stdout).
+struct sink_env {
+  std::ostream* out = nullptr;
+  bool ordered = false;  ///< whether results arrive in source order
+};
+
+/// A registered source type.
+struct source_info {
+  std::string name;
+  std::string help;
+  std::vector<param_info> params;
+  std::function<std::unique_ptr<source>(const nlohmann::json& params)> make;
+};
+
+/// A registered kernel.
+struct kernel_info {
+  std::string name;
+  std::string help;
+  std::vector<param_info> params;
+  std::function<kernel_fn(const nlohmann::json& params)> make;
+};
+
+/// A registered sink type.
+struct sink_info {
+  std::string name;
+  std::string help;
+  std::vector<param_info> params;
+  std::function<std::unique_ptr<sink>(const nlohmann::json& params, const sink_env& env)> make;
+  bool forces_order = false;  ///< the sink needs results in source order
+};
+
+/// The table of sources, kernels and sinks that specs can name. `registry::global()`
+/// holds the built-ins; add your own before running a spec.
+///
+/// Thread-safety: register everything before running graphs; lookups are then
+/// safe from any thread. Registration itself is not synchronized.
+///
+/// @code
+///   flowpool::registry::global().add_kernel({
+///       "upper", "upper-cases the input", {},
+///       [](const nlohmann::json&) {
+///         return [](flowpool::item& it, flowpool::job_context&) {
+///           it.value = it.input;
+///           for (auto& c : it.value) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+///         };
+///       }});
+/// @endcode
+class FLOWPOOL_API registry {
+ public:
+  /// The process-wide registry, with every built-in registered.
+  static registry& global();
+
+  /// Registers a source, kernel or sink. @throws flowpool::error (invalid_argument)
+  /// if the name is empty or already taken.
+  void add_source(source_info info);
+  void add_kernel(kernel_info info);
+  void add_sink(sink_info info);
+
+  /// Looks a name up; nullptr if unknown.
+  [[nodiscard]] const source_info* find_source(const std::string& name) const;
+  [[nodiscard]] const kernel_info* find_kernel(const std::string& name) const;
+  [[nodiscard]] const sink_info* find_sink(const std::string& name) const;
+
+  [[nodiscard]] const std::map<std::string, source_info>& sources() const { return sources_; }
+  [[nodiscard]] const std::map<std::string, kernel_info>& kernels() const { return kernels_; }
+  [[nodiscard]] const std::map<std::string, sink_info>& sinks() const { return sinks_; }
+
+ private:
+  std::map<std::string, source_info> sources_;
+  std::map<std::string, kernel_info> kernels_;
+  std::map<std::string, sink_info> sinks_;
+};
+
+/// A short name for a parameter type ("integer", "duration", ...).
+FLOWPOOL_API std::string to_string(param_type t);
+
+}  // namespace flowpool

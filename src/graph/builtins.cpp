@@ -1,0 +1,318 @@
+// The registry and the built-in sources, kernels and sinks.
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "flowpool/graph.hpp"
+#include "flowpool/registry.hpp"
+
+namespace flowpool {
+namespace {
+
+// ---- sources ------------------------------------------------------------------------------
+
+class range_source final : public source {
+ public:
+  range_source(std::int64_t start, std::uint64_t count) : start_(start), count_(count) {}
+  std::optional<item> next() override {
+    if (i_ >= count_) return std::nullopt;
+    item it;
+    it.id = i_ + 1;
+    it.input = std::to_string(start_ + static_cast<std::int64_t>(i_));
+    ++i_;
+    return it;
+  }
+  [[nodiscard]] std::optional<std::uint64_t> size_hint() const override { return count_; }
+
+ private:
+  std::int64_t start_;
+  std::uint64_t count_;
+  std::uint64_t i_ = 0;
+};
+
+// Streams lines one at a time: never loads the input whole.
+class lines_source final : public source {
+ public:
+  explicit lines_source(const std::string& path) : path_(path) {
+    if (path == "-") {
+      in_ = &std::cin;
+    } else {
+      file_.open(path, std::ios::binary);
+      if (!file_) {
+        detail::throw_error(errc::io, "source.path: cannot open \"" + path + "\": " + std::strerror(errno));
+      }
+      in_ = &file_;
+    }
+  }
+  std::optional<item> next() override {
+    std::string line;
+    if (!std::getline(*in_, line)) {
+      if (in_->bad()) detail::throw_error(errc::io, "source.path: read error in \"" + path_ + "\"");
+      return std::nullopt;
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    item it;
+    it.id = ++n_;
+    it.input = std::move(line);
+    return it;
+  }
+
+ private:
+  std::string path_;
+  std::ifstream file_;
+  std::istream* in_ = nullptr;
+  std::uint64_t n_ = 0;
+};
+
+// ---- kernels -------------------------------------------------------------------------------
+
+// Deterministic CPU work: xorshift rounds, no clock reads.
+std::uint64_t spin_work(std::uint64_t iterations, std::uint64_t x) {
+  x |= 1;
+  for (std::uint64_t i = 0; i < iterations; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+std::uint64_t mix(std::uint64_t seed, std::uint64_t id) {
+  std::uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (id + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// ---- sinks ---------------------------------------------------------------------------------
+
+class print_sink final : public sink {
+ public:
+  print_sink(std::string format, std::ostream& out) : format_(std::move(format)), out_(out) {}
+  void consume(item&& it) override {
+    line_.clear();
+    for (std::size_t i = 0; i < format_.size(); ++i) {
+      if (format_[i] == '{') {
+        const auto close = format_.find('}', i);
+        if (close != std::string::npos) {
+          const std::string_view key(format_.data() + i + 1, close - i - 1);
+          if (key == "id") {
+            line_ += std::to_string(it.id);
+          } else if (key == "worker") {
+            line_ += std::to_string(it.worker);
+          } else if (key == "input") {
+            line_ += it.input;
+          } else if (key == "value") {
+            line_ += it.value;
+          } else {
+            line_.append(format_, i, close - i + 1);
+          }
+          i = close;
+          continue;
+        }
+      }
+      line_ += format_[i];
+    }
+    line_ += '\n';
+    out_.write(line_.data(), static_cast<std::streamsize>(line_.size()));  // one complete record
+    out_.flush();
+  }
+
+ private:
+  std::string format_;
+  std::ostream& out_;
+  std::string line_;
+};
+
+class count_sink final : public sink {
+ public:
+  explicit count_sink(std::ostream& out) : out_(out) {}
+  void consume(item&&) override { ++n_; }
+  void finish() override { out_ << n_ << '\n' << std::flush; }
+  [[nodiscard]] nlohmann::json save_state() const override { return {{"count", n_}}; }
+  void load_state(const nlohmann::json& s) override { n_ = s.at("count").get<std::uint64_t>(); }
+
+ private:
+  std::ostream& out_;
+  std::uint64_t n_ = 0;
+};
+
+class sum_sink final : public sink {
+ public:
+  explicit sum_sink(std::ostream& out) : out_(out) {}
+  void consume(item&& it) override {
+    const std::string& v = it.value.empty() ? it.input : it.value;
+    std::int64_t i = 0;
+    const auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), i);
+    if (ec == std::errc{} && p == v.data() + v.size()) {
+      isum_ += i;
+      return;
+    }
+    char* end = nullptr;
+    const double d = std::strtod(v.c_str(), &end);
+    if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(d)) {
+      throw error(errc::invalid_argument, "sum: item " + std::to_string(it.id) + " value \"" + v + "\" is not a number");
+    }
+    dsum_ += d;
+    has_double_ = true;
+  }
+  void finish() override {
+    if (has_double_) {
+      out_ << (static_cast<double>(isum_) + dsum_) << '\n' << std::flush;
+    } else {
+      out_ << isum_ << '\n' << std::flush;
+    }
+  }
+  [[nodiscard]] nlohmann::json save_state() const override {
+    return {{"int", isum_}, {"double", dsum_}, {"has_double", has_double_}};
+  }
+  void load_state(const nlohmann::json& s) override {
+    isum_ = s.at("int").get<std::int64_t>();
+    dsum_ = s.at("double").get<double>();
+    has_double_ = s.at("has_double").get<bool>();
+  }
+
+ private:
+  std::ostream& out_;
+  std::int64_t isum_ = 0;
+  double dsum_ = 0;
+  bool has_double_ = false;
+};
+
+param_info P(std::string name, param_type type, nlohmann::json def, std::string help, double lo = 0,
+             double hi = 9.0e15) {
+  param_info p;
+  p.name = std::move(name);
+  p.type = type;
+  p.default_value = std::move(def);
+  p.help = std::move(help);
+  p.min = lo;
+  p.max = hi;
+  return p;
+}
+
+void register_builtins(registry& r) {
+  r.add_source({"range",
+                "the integers start, start+1, ... (count of them)",
+                {P("count", param_type::integer, nullptr, "how many items", 0, 4.0e18),
+                 P("start", param_type::integer, 1, "the first integer", -4.0e18, 4.0e18)},
+                [](const nlohmann::json& p) -> std::unique_ptr<source> {
+                  return std::make_unique<range_source>(p["start"].get<std::int64_t>(), p["count"].get<std::uint64_t>());
+                }});
+  r.add_source({"lines",
+                "the lines of a text file (\"-\": stdin), streamed",
+                {P("path", param_type::string, nullptr, "the file to read, or \"-\" for stdin")},
+                [](const nlohmann::json& p) -> std::unique_ptr<source> {
+                  return std::make_unique<lines_source>(p["path"].get<std::string>());
+                }});
+
+  r.add_kernel({"sleep",
+                "waits (simulated I/O), stopping early on cancel; value = input",
+                {P("ms", param_type::integer, 50, "milliseconds to sleep", 0, 86'400'000)},
+                [](const nlohmann::json& p) -> kernel_fn {
+                  const auto ms = std::chrono::milliseconds(p["ms"].get<std::int64_t>());
+                  return [ms](item& it, job_context& ctx) {
+                    const auto until = std::chrono::steady_clock::now() + ms;
+                    while (true) {
+                      ctx.throw_if_stop_requested();
+                      const auto now = std::chrono::steady_clock::now();
+                      if (now >= until) break;
+                      std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(until - now, std::chrono::milliseconds(10)));
+                    }
+                    it.value = it.input;
+                  };
+                }});
+  r.add_kernel({"spin",
+                "a fixed amount of deterministic CPU work; value = input",
+                {P("iterations", param_type::integer, 1'000'000, "xorshift rounds per item", 0, 1.0e13)},
+                [](const nlohmann::json& p) -> kernel_fn {
+                  const auto n = p["iterations"].get<std::uint64_t>();
+                  return [n](item& it, job_context&) {
+                    volatile std::uint64_t sink = spin_work(n, it.id);
+                    (void)sink;
+                    it.value = it.input;
+                  };
+                }});
+  r.add_kernel({"fail",
+                "fault injection: fails chosen attempts; value = input",
+                {P("probability", param_type::number, 0.0, "chance that an item fails", 0, 1),
+                 P("ids", param_type::string_list, nlohmann::json::array({0}), "item ids that fail (0: none)"),
+                 P("fail_attempts", param_type::integer, 0, "fail only the first K attempts (0: every attempt)", 0, 1000),
+                 P("seed", param_type::integer, 0, "seed for probability", 0, 9.0e15)},
+                [](const nlohmann::json& p) -> kernel_fn {
+                  const double prob = p["probability"].get<double>();
+                  std::vector<std::uint64_t> ids;
+                  for (const auto& v : p["ids"]) {
+                    ids.push_back(v.is_string() ? std::stoull(v.get<std::string>()) : v.get<std::uint64_t>());
+                  }
+                  const auto k = p["fail_attempts"].get<std::uint32_t>();
+                  const auto seed = p["seed"].get<std::uint64_t>();
+                  return [prob, ids, k, seed](item& it, job_context& ctx) {
+                    const bool chosen = std::find(ids.begin(), ids.end(), it.id) != ids.end() ||
+                                        static_cast<double>(mix(seed, it.id) >> 11) * 0x1.0p-53 < prob;
+                    if (chosen && (k == 0 || ctx.attempt() <= k)) {
+                      throw std::runtime_error("injected failure: item " + std::to_string(it.id) + " attempt " +
+                                               std::to_string(ctx.attempt()));
+                    }
+                    it.value = it.input;
+                  };
+                }});
+
+  r.add_sink({"print",
+              "prints one line per item",
+              {P("format", param_type::string, "{value}", "placeholders {id} {worker} {input} {value}")},
+              [](const nlohmann::json& p, const sink_env& env) -> std::unique_ptr<sink> {
+                return std::make_unique<print_sink>(p["format"].get<std::string>(), *env.out);
+              },
+              false});
+  r.add_sink({"count", "prints how many items succeeded", {},
+              [](const nlohmann::json&, const sink_env& env) -> std::unique_ptr<sink> {
+                return std::make_unique<count_sink>(*env.out);
+              },
+              false});
+  r.add_sink({"sum", "prints the sum of the item values (numbers)", {},
+              [](const nlohmann::json&, const sink_env& env) -> std::unique_ptr<sink> {
+                return std::make_unique<sum_sink>(*env.out);
+              },
+              false});
+}
+
+template <class Map, class Info>
+void add_unique(Map& m, Info info, const char* what) {
+  if (info.name.empty()) detail::throw_error(errc::invalid_argument, std::string("registry: ") + what + " name is empty");
+  if (!info.make) detail::throw_error(errc::invalid_argument, std::string("registry: ") + what + " \"" + info.name + "\" has no factory");
+  const std::string name = info.name;
+  if (!m.emplace(name, std::move(info)).second) {
+    detail::throw_error(errc::invalid_argument, std::string("registry: ") + what + " \"" + name + "\" is already registered");
+  }
+}
+
+template <class Map>
+const typename Map::mapped_type* find_in(const Map& m, const std::string& name) {
+  auto it = m.find(name);
+  return it == m.end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
+registry& registry::global() {
+  static registry* r = [] {
+    auto* reg = new registry();  // never destroyed: usable during static destruction
+    register_builtins(*reg);
+    return reg;
+  }();
+  return *r;
+}
+
+void registry::add_source(source_info info) { add_unique(sources_, std::move(info), "source"); }
+void registry::add_kernel(kernel_info info) { add_unique(kernels_, std::move(info), "kernel"); }
+void registry::add_sink(sink_info info) { add_unique(sinks_, std::move(info), "sink"); }
+const source_info* registry::find_source(const std::string& name) const { return find_in(sources_, name); }
+const kernel_info* registry::find_kernel(const std::string& name) const { return find_in(kernels_, name); }
+const sink_info* registry::find_sink(const std::string& name) const { return find_in(sinks_, name); }
+
+}  // namespace flowpool
