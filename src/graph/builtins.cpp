@@ -240,7 +240,7 @@ void register_builtins(registry& r) {
   r.add_kernel({"fail",
                 "fault injection: fails chosen attempts; value = input",
                 {P("probability", param_type::number, 0.0, "chance that an item fails", 0, 1),
-                 P("ids", param_type::string_list, nlohmann::json::array({0}), "item ids that fail (0: none)"),
+                 P("ids", param_type::string_list, nlohmann::json::array(), "item ids that always fail"),
                  P("fail_attempts", param_type::integer, 0, "fail only the first K attempts (0: every attempt)", 0, 1000),
                  P("seed", param_type::integer, 0, "seed for probability", 0, 9.0e15)},
                 [](const nlohmann::json& p) -> kernel_fn {

@@ -252,12 +252,12 @@ class validator {
           }
           break;
         case param_type::string_list: {
-          bool ok = v.is_array() && !v.empty() && v.size() <= 4096;
+          bool ok = v.is_array() && v.size() <= 4096;
           if (ok) {
             for (const auto& e : v) ok = ok && (e.is_string() || e.is_number_integer());
           }
           if (!ok) {
-            add(at, "must be a non-empty array of strings or integers, got " + shown(v));
+            add(at, "must be an array of strings or integers (at most 4096), got " + shown(v));
           } else {
             out[p.name] = v;
           }
