@@ -45,6 +45,7 @@
 #include <optional>
 #include <queue>
 #include <stop_token>
+#include <unordered_map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -186,7 +187,11 @@ class engine {
       if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
     }
     if (cancelled_) return push_result::cancelled;
-    queue_.push_back(queued{std::move(job), std::move(policy)});
+    queue_.push_back(std::move(job));
+    if (policy) {  // rare: keeps queue entries plain jobs
+      policies_.emplace(next_id_, std::move(policy));
+      has_policies_.store(true, std::memory_order_release);
+    }
     ++next_id_;
     const std::size_t depth = queue_.size();
     if (depth > max_depth_) {
@@ -271,14 +276,8 @@ class engine {
 
   struct token_t {};
 
-  struct queued {  // a job waiting in the FIFO; its id is implied by its position
-    Job job;
-    policy_ptr policy;  // null: the pool's policy
-  };
-
   struct work_item {  // a job handed to a worker, or waiting out a backoff
     Job job;
-    policy_ptr policy;
     std::uint64_t id = 0;
     std::uint32_t attempt = 1;  // the attempt about to run
   };
@@ -389,8 +388,7 @@ class engine {
       } else {
         const std::size_t count = batch_size_locked(wid);
         for (std::size_t i = 0; i < count; ++i) {
-          auto& q = queue_.front();
-          batch.push_back(work_item{std::move(q.job), std::move(q.policy), next_pop_id_++, 1});
+          batch.push_back(work_item{std::move(queue_.front()), next_pop_id_++, 1});
           queue_.pop_front();
         }
         depth_pub_.store(queue_.size(), std::memory_order_relaxed);
@@ -456,19 +454,33 @@ class engine {
     busy_.fetch_sub(1, std::memory_order_relaxed);
   }
 
-  const retry_policy& policy_of(const work_item& item) const { return item.policy ? *item.policy : opts_.retry; }
+  // The retry policy of a job: its own if it was submitted with one, else the pool's.
+  // Looked up only when an attempt fails; the map is empty unless submit(job, policy) is used.
+  policy_ptr policy_of(const work_item& item) const {
+    if (has_policies_.load(std::memory_order_acquire)) {
+      const std::lock_guard lk(mu_);
+      if (auto it = policies_.find(item.id); it != policies_.end()) return it->second;
+    }
+    return nullptr;
+  }
+  const retry_policy& resolve(const policy_ptr& p) const { return p ? *p : opts_.retry; }
+  void forget_policy(std::uint64_t id) {
+    if (!has_policies_.load(std::memory_order_acquire)) return;
+    const std::lock_guard lk(mu_);
+    policies_.erase(id);
+  }
 
   // Runs one attempt. Appends the job's outcome when it reached a terminal state;
   // appends nothing when the attempt failed and was handed to the retry queue.
   void run_one(work_item& item, int wid, std::vector<outcome>& outs) {
-    outcome out;
+    outcome& out = outs.emplace_back();  // built in place: no per-job move
     out.id = item.id;
     out.worker = wid;
     out.attempts = item.attempt - 1;  // attempts completed before this one
     if (stop_.stop_requested()) {     // never start an attempt once cancellation is visible
       out.status = job_status::cancelled;
       out.kind = error_kind::cancelled;
-      outs.push_back(std::move(out));
+      forget_policy(item.id);
       return;
     }
     out.attempts = item.attempt;
@@ -506,16 +518,20 @@ class engine {
                     " ms";
       failure = nullptr;
     }
-    if (out.status == job_status::failed && should_retry(item, out, failure)) {
-      schedule_retry(item);
-      return;
+    if (out.status == job_status::failed) {
+      const policy_ptr policy = policy_of(item);
+      if (should_retry(resolve(policy), item, out, failure)) {
+        outs.pop_back();  // not terminal yet
+        schedule_retry(item, resolve(policy));
+        return;
+      }
+      on_final_failure(out);
     }
-    if (out.status == job_status::failed) on_final_failure(out);
-    outs.push_back(std::move(out));
+    forget_policy(item.id);
   }
 
-  bool should_retry(const work_item& item, const outcome& out, const std::exception_ptr& failure) const {
-    const retry_policy& p = policy_of(item);
+  bool should_retry(const retry_policy& p, const work_item& item, const outcome& out,
+                    const std::exception_ptr& failure) const {
     if (item.attempt >= p.max_attempts || stop_.stop_requested()) return false;
     if (failure) {
       try {
@@ -534,11 +550,9 @@ class engine {
     }
   }
 
-  void schedule_retry(work_item& item) {
-    const retry_policy& p = policy_of(item);
+  void schedule_retry(work_item& item, const retry_policy& p) {
     const auto due = clock::now() + backoff_delay(p, item.id, item.attempt);
-    auto next = std::make_shared<work_item>(work_item{std::move(item.job), std::move(item.policy), item.id,
-                                                      item.attempt + 1});
+    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
     graph_->reserve_wait();
@@ -709,7 +723,7 @@ class engine {
   }
 
   void cancel_internal(cancel_cause why, std::optional<job_error> cause = std::nullopt) {
-    std::deque<queued> dropped;
+    std::deque<Job> dropped;
     std::size_t released_backoffs = 0;
     {
       const std::lock_guard lk(mu_);
@@ -851,7 +865,8 @@ class engine {
   mutable std::mutex mu_;
   std::condition_variable not_full_;
   std::condition_variable producers_gone_;  // waiting_producers_ or calls_in_progress_ reached 0
-  std::deque<queued> queue_;
+  std::deque<Job> queue_;
+  std::unordered_map<std::uint64_t, policy_ptr> policies_;  // per-submit retry policies, by job id
   std::uint64_t next_id_ = 1;      // id the next accepted job gets
   std::uint64_t next_pop_id_ = 1;  // id of queue_.front()
   std::uint64_t cancelled_from_ = 0;
@@ -883,6 +898,7 @@ class engine {
   std::atomic<std::size_t> pending_count_{0};  // outcomes produced, not yet folded
   std::atomic<std::uint64_t> final_failures_{0};
   std::atomic<std::uint64_t> retried_{0};
+  std::atomic<bool> has_policies_{false};  // set once a job is submitted with its own policy
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
   std::vector<std::optional<outcome>> reorder_;
