@@ -55,6 +55,12 @@ struct retry_policy {
 };
 
 /// What the run does when a job fails for good (after its retries).
+///
+/// @code
+///   opts.on_error = flowpool::error_policy::fail_fast;   // like errgroup
+///   auto r = pool.wait();
+///   if (r.cause) std::cerr << "stopped by job " << r.cause->job << ": " << r.cause->message << '\n';
+/// @endcode
 enum class error_policy : std::uint8_t {
   collect,    ///< keep going; report every failure (the default)
   fail_fast,  ///< cancel the run at the first final failure, which the report names as `cause`
@@ -105,12 +111,20 @@ struct pool_options {
 
   /// Cancel the run once this many jobs have failed for good, like GNU
   /// parallel's `--halt soon,fail=K`. 0 means no limit.
+  /// @code
+  ///   opts.max_failures = 10;   // give up after ten broken inputs
+  /// @endcode
   std::uint64_t max_failures = 0;
 
   /// Deadline of each attempt, from its start. `job_context::stop_requested()`
   /// turns true when it passes, and an attempt that runs past it is a `timeout`
   /// failure (retryable). In-process timeouts are cooperative: C++ cannot
   /// pre-empt a running function. 0 means none.
+  /// @code
+  ///   opts.job_timeout = std::chrono::milliseconds(250);
+  ///   // in the worker:
+  ///   while (more_work()) { ctx.throw_if_stop_requested(); step(); }   // a timeout failure once 250 ms pass
+  /// @endcode
   std::chrono::nanoseconds job_timeout{0};
 
   /// Upper bound of the adaptive micro-batch: when the queue is deep a worker
