@@ -230,6 +230,21 @@ class InterruptTests(unittest.TestCase):
             for l in lines:
                 self.assertRegex(l, r"^job=\d+ worker-[123] done$")
 
+    def test_second_sigint_exits_at_once(self):
+        # A run that would take ~4 s after the first Ctrl-C is still draining its
+        # 2 s sleeps when the second one comes: that one must end the process at once.
+        args = ["run", f"{REPO}/graphs/seed.json", "-q", "--set", "source.count=4", "--set",
+                'stages[0]={"kernel":"spin","workers":2,"params":{"iterations":8000000000}}']
+        p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)  # the spin kernel never checks for cancellation
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 130)
+        self.assertLess(time.monotonic() - t0, 5.0)
+
     def test_sigterm_gives_143(self):
         p = subprocess.Popen([BIN, *self.slow_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.3)
