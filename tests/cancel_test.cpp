@@ -144,24 +144,30 @@ TEST_CASE("a closed but unwaited pool finishes its queued jobs on destruction", 
 }
 
 TEST_CASE("the run deadline cancels the run and reports timed_out", "[cancel][deadline]") {
+  // Jobs block until the run is cancelled, so only N can ever run: whatever the machine's
+  // speed (sanitizers included), the deadline must end the run, and every other accepted
+  // job must end cancelled.
   flowpool::pool_options o;
   o.workers = 2;
-  o.capacity = 1000;
-  o.timeout = 50ms;
+  o.capacity = 100;
+  o.timeout = 300ms;
   flowpool::pool<int, int> pool(
       o,
       [](const int& j, flowpool::job_context& ctx) {
-        for (int i = 0; i < 20 && !ctx.stop_requested(); ++i) std::this_thread::sleep_for(1ms);
-        return j;
+        while (!ctx.stop_requested()) std::this_thread::sleep_for(1ms);
+        return j;  // returns normally after the stop: counts as succeeded
       },
       [](int&&) {});
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 50; ++i) {
     if (!pool.submit(i)) break;
   }
-  const auto r = pool.wait();  // no close(): the deadline ends the run
+  const auto r = pool.wait();  // no close(): only the deadline can end this run
   CHECK(r.status == flowpool::run_status::timed_out);
-  CHECK(r.cancelled > 0);
-  CHECK(r.submitted == r.succeeded + r.failed + r.cancelled);
+  REQUIRE(r.submitted >= 1);
+  CHECK(r.succeeded <= 2);
+  CHECK(r.failed == 0);
+  CHECK(r.cancelled + r.succeeded == r.submitted);
+  CHECK(r.wall >= 290ms);
 }
 
 namespace {
@@ -205,8 +211,7 @@ void run_random_case(std::uint64_t seed) {
   const fp_test::watchdog dog(30s, what);
 
   const int max_jobs = rc.producers * rc.jobs_per_producer;
-  std::vector<int> terminal(static_cast<std::size_t>(max_jobs) + 1, 0);  // written by the serial hook only
-  std::vector<flowpool::job_status> status(terminal.size());
+  fp_test::terminal_ledger ledger(static_cast<std::size_t>(max_jobs));
   std::atomic<bool> cancel_returned{false};
   std::atomic<int> started_after_cancel{0};
   std::uint64_t last_delivered = 0;
@@ -216,15 +221,7 @@ void run_random_case(std::uint64_t seed) {
   o.workers = rc.workers;
   o.capacity = rc.capacity;
   o.ordered = rc.ordered;
-  std::uint64_t bad_ids = 0;  // the hook is serial: plain counters are safe
-  o.on_job_done = [&](const flowpool::job_record& rec) {
-    if (rec.job < 1 || rec.job > static_cast<std::uint64_t>(max_jobs)) {
-      ++bad_ids;
-      return;
-    }
-    ++terminal[rec.job];
-    status[rec.job] = rec.status;
-  };
+  o.on_job_done = [&](const flowpool::job_record& rec) { ledger.record(rec); };
   flowpool::pool<std::uint64_t, std::uint64_t> pool(
       o,
       [&](const std::uint64_t& j, flowpool::job_context& ctx) -> std::uint64_t {
@@ -273,24 +270,10 @@ void run_random_case(std::uint64_t seed) {
   if (canceller.joinable()) canceller.join();
 
   REQUIRE_FALSE(late_cancel_error.load());
-  REQUIRE(bad_ids == 0);
   REQUIRE(r.submitted == accepted.load());
-  REQUIRE(r.submitted == r.succeeded + r.failed + r.cancelled);
   REQUIRE(r.max_queue_depth <= static_cast<std::size_t>(rc.capacity));
   REQUIRE(r.errors.size() == r.failed);
-  std::uint64_t s = 0, f = 0, c = 0;
-  for (std::uint64_t id = 1; id <= r.submitted; ++id) {
-    REQUIRE(terminal[id] == 1);  // exactly one terminal state
-    switch (status[id]) {
-      case flowpool::job_status::succeeded: ++s; break;
-      case flowpool::job_status::failed: ++f; break;
-      case flowpool::job_status::cancelled: ++c; break;
-    }
-  }
-  for (std::size_t id = r.submitted + 1; id < terminal.size(); ++id) REQUIRE(terminal[id] == 0);
-  REQUIRE(s == r.succeeded);
-  REQUIRE(f == r.failed);
-  REQUIRE(c == r.cancelled);
+  REQUIRE(ledger.check(r) == std::string());  // exactly one terminal state per id; counts match
   REQUIRE(order_ok);
   // Once cancel() returned, only jobs that had already passed the start check may run:
   // at most one per worker.

@@ -312,24 +312,33 @@ TEST_CASE("collect keeps going and reports every failure", "[policy]") {
 }
 
 TEST_CASE("a run deadline cancels jobs waiting out a backoff", "[retry][deadline]") {
-  auto o = opts_with(2, 5, 200ms);
-  o.retry.backoff_cap = 200ms;
-  o.timeout = 60ms;
+  // Every attempt fails at once and backs off for 5 s; the 300 ms deadline comes first,
+  // whatever the machine's speed, so no retry ever runs.
+  auto o = opts_with(2, 5, 5s);
+  o.retry.backoff_cap = 5s;
+  o.timeout = 300ms;
   std::map<std::uint64_t, flowpool::job_record> recs;
   o.on_job_done = [&](const flowpool::job_record& rec) { recs[rec.job] = rec; };
   flowpool::pool<int, int> pool(
       o, [](const int&, flowpool::job_context&) -> int { throw std::runtime_error("always"); }, [](int&&) {});
-  for (int j = 1; j <= 4; ++j) REQUIRE(pool.submit(j));
+  for (int j = 1; j <= 4; ++j) {
+    if (!pool.submit(j)) break;
+  }
   pool.close();
   const auto r = pool.wait();
   CHECK(r.status == flowpool::run_status::timed_out);
-  CHECK(r.cancelled == 4);  // each is in its 200 ms backoff when the 60 ms deadline hits
+  REQUIRE(r.submitted >= 1);
+  CHECK(r.cancelled == r.submitted);
   CHECK(r.retried == 0);
-  REQUIRE(recs.size() == 4);
+  CHECK(r.wall < 4s);  // it did not wait out a backoff
+  REQUIRE(recs.size() == r.submitted);
+  std::uint32_t attempts = 0;
   for (auto& [id, rec] : recs) {
     CHECK(rec.status == flowpool::job_status::cancelled);
-    CHECK(rec.attempts == 1);  // its one real attempt still counts
+    CHECK(rec.attempts <= 1);  // its one real attempt still counts (0 if it never started)
+    attempts += rec.attempts;
   }
+  CHECK(attempts >= 1);  // at least one job did fail once and entered its backoff
 }
 
 TEST_CASE("an aggregator that throws fails the run and names the result", "[policy]") {

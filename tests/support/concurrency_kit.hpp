@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "flowpool/report.hpp"
+
 namespace fp_test {
 
 /// Records the peak number of threads inside a region at once.
@@ -117,25 +119,69 @@ inline std::uint64_t base_seed() {
   return seed;
 }
 
-/// Peak resident set size of this process, in bytes (VmHWM).
-inline std::size_t peak_rss_bytes() {
+/// A field of /proc/self/status in bytes ("VmHWM" = peak RSS, "VmRSS" = current RSS).
+inline std::size_t proc_status_bytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
   }
   return 0;
 }
 
-/// Current resident set size of this process, in bytes (VmRSS).
-inline std::size_t rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+/// Peak resident set size of this process, in bytes.
+inline std::size_t peak_rss_bytes() { return proc_status_bytes("VmHWM"); }
+
+/// Records the terminal record of every job (from the serial on_job_done hook)
+/// and checks the run's accounting against it: each accepted id ended exactly
+/// once, no other id did, and the per-status counts match the report.
+class terminal_ledger {
+ public:
+  explicit terminal_ledger(std::size_t max_jobs) : count_(max_jobs + 1, 0), records_(max_jobs + 1) {}
+
+  /// For pool_options::on_job_done (serial: no locking needed).
+  void record(const flowpool::job_record& rec) {
+    if (rec.job < 1 || rec.job >= count_.size()) {
+      ++bad_ids_;
+      return;
+    }
+    ++count_[rec.job];
+    records_[rec.job] = rec;
   }
-  return 0;
-}
+
+  [[nodiscard]] const flowpool::job_record& operator[](std::uint64_t id) const { return records_[id]; }
+
+  /// Returns an empty string when the report and the ledger agree, else what is wrong.
+  [[nodiscard]] std::string check(const flowpool::report& r) const {
+    if (bad_ids_ != 0) return std::to_string(bad_ids_) + " records with an id out of range";
+    std::uint64_t s = 0, f = 0, c = 0;
+    for (std::uint64_t id = 1; id < count_.size(); ++id) {
+      const int want = id <= r.submitted ? 1 : 0;
+      if (count_[id] != want) {
+        return "job " + std::to_string(id) + " ended " + std::to_string(count_[id]) + " times, want " +
+               std::to_string(want);
+      }
+      if (want == 0) continue;
+      switch (records_[id].status) {
+        case flowpool::job_status::succeeded: ++s; break;
+        case flowpool::job_status::failed: ++f; break;
+        case flowpool::job_status::cancelled: ++c; break;
+      }
+    }
+    if (s != r.succeeded || f != r.failed || c != r.cancelled) {
+      return "ledger " + std::to_string(s) + "/" + std::to_string(f) + "/" + std::to_string(c) +
+             " != report " + std::to_string(r.succeeded) + "/" + std::to_string(r.failed) + "/" +
+             std::to_string(r.cancelled);
+    }
+    if (r.submitted != r.succeeded + r.failed + r.cancelled) return "report counts do not add up";
+    return {};
+  }
+
+ private:
+  std::vector<int> count_;
+  std::vector<flowpool::job_record> records_;
+  std::uint64_t bad_ids_ = 0;
+};
 
 /// True when built with a sanitizer (timing and memory figures mean nothing there).
 constexpr bool sanitized() {
