@@ -292,37 +292,35 @@ class validator {
     return &found->second;
   }
 
-  void source(const nlohmann::json& doc, graph_spec& g) {
-    auto it = doc.find("source");
+  // The source or the sink: an object with a registered `type` plus that type's parameters.
+  template <class Info>
+  const Info* endpoint(const nlohmann::json& doc, const char* key, const char* example,
+                       const std::map<std::string, Info>& table, std::string& type, nlohmann::json& params_out) {
+    auto it = doc.find(key);
     if (it == doc.end()) {
-      add("source", "is required: an object such as {\"type\": \"range\", \"count\": 8}");
-      return;
+      add(key, std::string("is required: an object such as ") + example);
+      return nullptr;
     }
     if (!it->is_object()) {
-      add("source", "must be an object, got " + shown(*it));
-      return;
+      add(key, "must be an object, got " + shown(*it));
+      return nullptr;
     }
-    if (const auto* info = lookup(*it, "source", "type", "source", reg_.sources())) {
-      g.source_type = info->name;
-      g.source_params = params(*it, "source", info->params, {"type"});
+    const Info* info = lookup(*it, key, "type", key, table);
+    if (info != nullptr) {
+      type = info->name;
+      params_out = params(*it, key, info->params, {"type"});
     }
+    return info;
+  }
+
+  void source(const nlohmann::json& doc, graph_spec& g) {
+    (void)endpoint(doc, "source", "{\"type\": \"range\", \"count\": 8}", reg_.sources(), g.source_type,
+                   g.source_params);
   }
 
   void sink(const nlohmann::json& doc, graph_spec& g) {
-    auto it = doc.find("sink");
-    if (it == doc.end()) {
-      add("sink", "is required: an object such as {\"type\": \"print\"}");
-      return;
-    }
-    if (!it->is_object()) {
-      add("sink", "must be an object, got " + shown(*it));
-      return;
-    }
-    if (const auto* info = lookup(*it, "sink", "type", "sink", reg_.sinks())) {
-      g.sink_type = info->name;
-      g.sink_params = params(*it, "sink", info->params, {"type"});
-      if (info->forces_order) g.ordered = true;
-    }
+    const auto* info = endpoint(doc, "sink", "{\"type\": \"print\"}", reg_.sinks(), g.sink_type, g.sink_params);
+    if (info != nullptr && info->forces_order) g.ordered = true;
   }
 
   void stages(const nlohmann::json& doc, graph_spec& g) {
