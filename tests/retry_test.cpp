@@ -275,14 +275,17 @@ TEST_CASE("max_failures = K cancels once K jobs failed for good", "[policy]") {
   auto o = opts_with(1, 1);
   o.capacity = 1000;
   o.max_failures = 3;
+  fp_test::gate all_submitted;  // the run must not stop before all 1000 are in
   flowpool::pool<int, int> pool(
       o,
-      [](const int& j, flowpool::job_context&) -> int {
+      [&](const int& j, flowpool::job_context&) -> int {
+        if (j == 1) all_submitted.wait();
         if (j % 10 == 0) throw std::runtime_error("bad " + std::to_string(j));
         return j;
       },
       [](int&&) {});
   for (int j = 1; j <= 1000; ++j) REQUIRE(pool.submit(j));
+  all_submitted.open();
   pool.close();
   const auto r = pool.wait();
   CHECK(r.status == flowpool::run_status::failed);
@@ -344,13 +347,19 @@ TEST_CASE("a run deadline cancels jobs waiting out a backoff", "[retry][deadline
 TEST_CASE("an aggregator that throws fails the run and names the result", "[policy]") {
   auto o = opts_with(2, 1);
   int folded = 0;
+  fp_test::gate all_submitted;  // the failing fold must not refuse later submits
   flowpool::pool<int, int> pool(
-      o, [](const int& j, flowpool::job_context&) { return j; },
+      o,
+      [&](const int& j, flowpool::job_context&) {
+        all_submitted.wait();
+        return j;
+      },
       [&](int&& v) {
         if (v == 13) throw std::runtime_error("cannot fold 13");
         ++folded;
       });
   for (int j = 1; j <= 40; ++j) REQUIRE(pool.submit(j));
+  all_submitted.open();
   pool.close();
   const auto r = pool.wait();
   CHECK(r.status == flowpool::run_status::failed);

@@ -64,6 +64,29 @@ class start_barrier {
   int arrived_ = 0;
 };
 
+/// A one-shot gate: `wait()` blocks until `open()` was called. Tests use it to hold workers
+/// back until every job is submitted, so a run that stops early (fail-fast, max_failures, a
+/// failing aggregator) cannot refuse a submit mid-loop on a slow (sanitized) machine.
+class gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lk(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
 /// Runs `fn(thread_index)` on `n` raw threads, all released at once; joins them.
 inline void run_on_threads(int n, const std::function<void(int)>& fn) {
   start_barrier go(n);
