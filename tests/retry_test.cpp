@@ -203,8 +203,9 @@ TEST_CASE("backoff is exponential, capped, and its jitter is deterministic", "[r
 }
 
 TEST_CASE("job deadlines: stop_requested turns true, and overruns are timeout failures", "[retry][deadline]") {
+  // 100 ms of headroom, so the two quick attempts cannot overrun on a slow sanitized run.
   auto o = opts_with(2, 2);
-  o.job_timeout = 20ms;
+  o.job_timeout = 100ms;
   std::atomic<int> saw_deadline{0};
   flowpool::pool<int, int> pool(
       o,
@@ -221,7 +222,7 @@ TEST_CASE("job deadlines: stop_requested turns true, and overruns are timeout fa
           }
         }
         if (j == 3 && ctx.attempt() == 1) {  // ignores the deadline on its first attempt
-          std::this_thread::sleep_for(40ms);
+          std::this_thread::sleep_for(250ms);
           return 3;
         }
         return j;
@@ -237,7 +238,7 @@ TEST_CASE("job deadlines: stop_requested turns true, and overruns are timeout fa
   for (const auto& e : r.errors) {
     CHECK(e.kind == flowpool::error_kind::timeout);
     CHECK(e.attempts == 2);
-    CHECK_THAT(e.message, Catch::Contains("exceeded the job timeout of 20 ms"));
+    CHECK_THAT(e.message, Catch::Contains("exceeded the job timeout of 100 ms"));
   }
 }
 
