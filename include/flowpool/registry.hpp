@@ -45,7 +45,7 @@ struct param_info {
 using kernel_fn = std::function<void(item&, job_context&)>;
 
 /// A source produces items one at a time, in a stable order, on one thread.
-class source {
+class FLOWPOOL_API source {
  public:
   virtual ~source() = default;
   /// The next item, or nullopt at the end. May throw flowpool::error (errc::io).
@@ -57,7 +57,7 @@ class source {
 /// A sink is the graph's serial aggregator: `consume` never runs concurrently
 /// with itself. Its state must be a plain fold so an interrupted run can save it
 /// and a resumed run can continue from it.
-class sink {
+class FLOWPOOL_API sink {
  public:
   virtual ~sink() = default;
   /// Folds one successful item.
@@ -68,6 +68,14 @@ class sink {
   [[nodiscard]] virtual nlohmann::json save_state() const { return nullptr; }
   /// Restores a partial aggregate saved by save_state().
   virtual void load_state(const nlohmann::json& /*state*/) {}
+  /// Called instead of finish() when the run ended failed (an item failed, or a
+  /// failure policy stopped the run). The default calls finish(), printing what was
+  /// folded; a sink that commits a file discards it here instead.
+  virtual void finish_failed() { finish(); }
+  /// After load_state(): whether an item the joblog records as succeeded must run
+  /// again because the restored aggregate does not hold it (a file sink that only
+  /// kept the contiguous prefix of its output). Default: false.
+  [[nodiscard]] virtual bool needs_rerun(std::uint64_t /*id*/) const { return false; }
 };
 
 /// Where sinks write their output (the CLI passes stdout).

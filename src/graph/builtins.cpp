@@ -9,6 +9,7 @@
 
 #include "flowpool/graph.hpp"
 #include "flowpool/registry.hpp"
+#include "kernels/kernels.hpp"
 
 namespace flowpool {
 namespace {
@@ -279,6 +280,14 @@ void register_builtins(registry& r) {
                 return std::make_unique<sum_sink>(*env.out);
               },
               false});
+
+  // Data processing (src/graph/kernels/).
+  detail::register_fs_sources(r);
+  detail::register_hash_kernels(r);
+  detail::register_zstd_kernels(r);
+  detail::register_wordcount(r);
+  detail::register_exec_kernel(r);
+  detail::register_io_sinks(r);
 }
 
 template <class Map, class Info>

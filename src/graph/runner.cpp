@@ -96,6 +96,10 @@ nlohmann::json graph_report::to_json() const {
                            {"failed", s.failed},
                            {"cancelled", s.cancelled}});
   }
+  for (std::size_t k = 0; k < metrics.size() && k < j["stages"].size(); ++k) {
+    add_metrics_json(j["stages"][k], metrics[k].metrics);
+  }
+  if (!metrics.empty()) j["metrics"] = to_json(combine(metrics));
   j["errors"] = nlohmann::json::array();
   for (const auto& e : errors) {
     j["errors"].push_back({{"job", e.job}, {"attempts", e.attempts}, {"kind", std::string(to_string(e.kind))},
@@ -217,6 +221,9 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
         }
       }
     };
+    metrics_options mo;
+    mo.enabled = ctl.metrics;
+    mo.trace_limit = ctl.trace_limit;
     const kernel_fn kernel = kernels[kk];
     auto work = [kernel](const item& in, job_context& ctx) {
       item it = in;
@@ -225,7 +232,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       return it;
     };
     if (last) {
-      rt.p = std::make_unique<pool<item, item>>(o, work, [&snk](item&& it) { snk->consume(std::move(it)); });
+      rt.p = std::make_unique<pool<item, item>>(o, work, [&snk](item&& it) { snk->consume(std::move(it)); }, mo);
     } else {
       stage_runtime& next = *stages[kk + 1];
       rt.p = std::make_unique<pool<item, item>>(o, work, [&next, &dropped_between, &done_items, &joblog](item&& it) {
@@ -245,7 +252,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
           done_items.fetch_add(1);
           joblog.write(id, job_status::cancelled, 0, {}, next.name);
         }
-      });
+      }, mo);
     }
   }
 
@@ -254,6 +261,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   const auto total = src->size_hint();
   std::thread watcher([&] {
     auto next_progress = clk::now();
+    auto next_metrics = clk::now() + ctl.metrics_interval;
     std::unique_lock lk(run_mu);
     while (!run_over) {
       run_cv.wait_for(lk, std::chrono::milliseconds(20));
@@ -280,6 +288,12 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
                         failed_items.load(), busy, workers);
         next_progress = now + std::chrono::milliseconds(100);
       }
+      if (ctl.on_metrics && ctl.metrics && now >= next_metrics) {
+        std::vector<stage_metrics> live;
+        for (auto& s : stages) live.push_back({s->name, s->p->metrics()});
+        ctl.on_metrics(live);
+        next_metrics = now + ctl.metrics_interval;
+      }
       lk.lock();
     }
   });
@@ -290,7 +304,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   try {
     stage_runtime& first = *stages[0];
     while (auto it = src->next()) {
-      if (!done.empty() && done.count(it->id) != 0) {
+      if (!done.empty() && done.count(it->id) != 0 && !snk->needs_rerun(it->id)) {
         ++skipped;
         continue;
       }
@@ -339,6 +353,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     sr.failed = s.rep.failed;
     sr.cancelled = s.rep.cancelled;
     r.stages.push_back(sr);
+    if (ctl.metrics) r.metrics.push_back({s.name, s.p->metrics()});
+    if (ctl.trace_limit > 0) r.traces.push_back({s.name, s.p->trace()});
     r.failed += s.rep.failed;
     r.cancelled += s.rep.cancelled;
     r.retried += s.rep.retried;
@@ -364,6 +380,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   r.succeeded = stages.back()->rep.succeeded;
   r.cause = cause;
   r.signal = signal_seen;
+  r.start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count();
   if (r.submitted != r.succeeded + r.failed + r.cancelled) {
     detail::throw_error(errc::internal, "run_graph: accounting mismatch: submitted " + std::to_string(r.submitted) +
                                             " != " + std::to_string(r.succeeded) + " + " + std::to_string(r.failed) +
@@ -386,7 +403,11 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       state << snk->save_state().dump() << '\n';
     }
   } else {
-    snk->finish();
+    if (r.status == "ok") {
+      snk->finish();
+    } else {
+      snk->finish_failed();
+    }
     if (!ctl.joblog.empty()) std::filesystem::remove(state_path(ctl.joblog));
   }
   r.wall_ms = std::chrono::duration<double, std::milli>(clk::now() - t0).count();

@@ -1,0 +1,205 @@
+// The `checksums`, `file` and `concat` sinks.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <map>
+#include <ostream>
+
+#include "flowpool/error.hpp"
+#include "kernels.hpp"
+
+namespace flowpool::detail {
+namespace {
+
+// `<hex>  <path>` exactly as coreutils' sha256sum prints it: a name holding a
+// backslash, newline or carriage return is escaped (\\, \n, \r) and the line then
+// starts with a backslash.
+class checksums_sink final : public sink {
+ public:
+  explicit checksums_sink(std::ostream& out) : out_(out) {}
+  void consume(item&& it) override {
+    line_.clear();
+    const std::string& name = it.input;
+    const bool escape = name.find_first_of("\\\n\r") != std::string::npos;
+    if (escape) line_ += '\\';
+    line_ += it.value;
+    line_ += "  ";
+    if (escape) {
+      for (const char c : name) {
+        if (c == '\\') {
+          line_ += "\\\\";
+        } else if (c == '\n') {
+          line_ += "\\n";
+        } else if (c == '\r') {
+          line_ += "\\r";
+        } else {
+          line_ += c;
+        }
+      }
+    } else {
+      line_ += name;
+    }
+    line_ += '\n';
+    out_.write(line_.data(), static_cast<std::streamsize>(line_.size()));
+    out_.flush();
+  }
+
+ private:
+  std::ostream& out_;
+  std::string line_;
+};
+
+// Writes each result's bytes to `path` in source order. The bytes go to
+// `path.partial`, renamed to `path` only when the run succeeds. Only the
+// contiguous prefix of items (1, 2, 3, ...) is ever written, so an interrupted
+// run leaves a .partial that holds whole results; its state (next id, byte length)
+// lets --resume truncate to exactly that and continue.
+class file_sink final : public sink {
+ public:
+  explicit file_sink(std::string path) : path_(std::move(path)), partial_(path_ + ".partial") {}
+  file_sink(const file_sink&) = delete;
+  file_sink& operator=(const file_sink&) = delete;
+  ~file_sink() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void consume(item&& it) override {
+    if (fd_ < 0) open_fresh();
+    if (it.id < next_id_) return;  // already in the file (a resumed run)
+    if (it.id != next_id_) {  // an earlier item is still missing: hold this one
+      pending_.emplace(it.id, std::move(it.value));
+      return;
+    }
+    append(it.value);
+    ++next_id_;
+    for (auto p = pending_.begin(); p != pending_.end() && p->first == next_id_; p = pending_.erase(p)) {
+      append(p->second);
+      ++next_id_;
+    }
+  }
+
+  void finish() override {
+    if (fd_ < 0) open_fresh();  // no items: an empty file
+    if (!pending_.empty()) {
+      throw_error(errc::io, "file: \"" + path_ + "\": item " + std::to_string(next_id_) +
+                                " never arrived; the output is incomplete and was left in \"" + partial_ + "\"");
+    }
+    if (::fsync(fd_) != 0 && errno != EINVAL) fail_io("cannot sync");
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      fail_io("cannot close");
+    }
+    fd_ = -1;
+    if (std::rename(partial_.c_str(), path_.c_str()) != 0) {
+      const int e = errno;
+      throw_error(errc::io, "file: cannot rename \"" + partial_ + "\" to \"" + path_ + "\": " + errno_text(e));
+    }
+  }
+
+  void finish_failed() override {
+    // A failed run commits nothing: what was written stays in .partial for inspection.
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  [[nodiscard]] nlohmann::json save_state() const override {
+    return {{"path", path_}, {"next_id", next_id_}, {"bytes", bytes_}};
+  }
+
+  void load_state(const nlohmann::json& s) override {
+    const auto saved_path = s.at("path").get<std::string>();
+    if (saved_path != path_) {
+      throw_error(errc::io, "file: the saved run wrote \"" + saved_path + "\", this one writes \"" + path_ + "\"");
+    }
+    next_id_ = s.at("next_id").get<std::uint64_t>();
+    bytes_ = s.at("bytes").get<std::uint64_t>();
+    fd_ = ::open(partial_.c_str(), O_WRONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd_ < 0 || ::fstat(fd_, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < bytes_) {
+      throw_error(errc::io, "file: --resume: \"" + partial_ + "\" is missing or shorter than the saved " +
+                                std::to_string(bytes_) + " bytes");
+    }
+    if (::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0 || ::lseek(fd_, 0, SEEK_END) < 0) {
+      fail_io("cannot truncate");
+    }
+  }
+
+  [[nodiscard]] bool needs_rerun(std::uint64_t id) const override { return id >= next_id_; }
+
+ private:
+  void open_fresh() {
+    fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd_ < 0) fail_io("cannot create");
+  }
+  void append(const std::string& data) {
+    const char* p = data.data();
+    std::size_t left = data.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd_, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail_io("cannot write");
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    bytes_ += data.size();
+  }
+  [[noreturn]] void fail_io(const char* what) const {
+    const int e = errno;
+    throw_error(errc::io, std::string("file: ") + what + " \"" + partial_ + "\": " + errno_text(e));
+  }
+
+  std::string path_;
+  std::string partial_;
+  int fd_ = -1;
+  std::uint64_t next_id_ = 1;
+  std::uint64_t bytes_ = 0;
+  std::map<std::uint64_t, std::string> pending_;
+};
+
+// Each result's bytes, as they are, in source order (like `parallel -k`).
+class concat_sink final : public sink {
+ public:
+  explicit concat_sink(std::ostream& out) : out_(out) {}
+  void consume(item&& it) override {
+    if (it.value.empty()) return;
+    out_.write(it.value.data(), static_cast<std::streamsize>(it.value.size()));
+    out_.flush();
+  }
+
+ private:
+  std::ostream& out_;
+};
+
+}  // namespace
+
+void register_io_sinks(registry& r) {
+  r.add_sink({"checksums",
+              "prints \"<value>  <input>\" lines exactly as sha256sum does (names with \\, newline or CR escaped)",
+              {},
+              [](const nlohmann::json&, const sink_env& env) -> std::unique_ptr<sink> {
+                return std::make_unique<checksums_sink>(*env.out);
+              },
+              true});
+  r.add_sink({"file",
+              "writes each value's bytes to a file in source order, through path.partial renamed on success "
+              "(--resume continues an interrupted .partial)",
+              {make_param("path", param_type::string, nullptr, "the output file")},
+              [](const nlohmann::json& p, const sink_env&) -> std::unique_ptr<sink> {
+                return std::make_unique<file_sink>(p["path"].get<std::string>());
+              },
+              true});
+  r.add_sink({"concat",
+              "writes each value's bytes to stdout as they are, in source order (like parallel -k)",
+              {},
+              [](const nlohmann::json&, const sink_env& env) -> std::unique_ptr<sink> {
+                return std::make_unique<concat_sink>(*env.out);
+              },
+              true});
+}
+
+}  // namespace flowpool::detail
