@@ -49,7 +49,9 @@ class SeedTests(unittest.TestCase):
 
     def test_every_shipped_graph_runs(self):
         expected = {"seed.json": 0, "multi-stage.json": 0, "retries.json": 1}
-        shipped = sorted(f for f in os.listdir(f"{REPO}/graphs") if f.endswith(".json"))
+        # These need --set source.path=... (and sink.path=...): tests/kernels/test_kernels.py runs each one.
+        needs_input = {"sha256-tree.json", "compress.json", "wordcount.json", "exec.json"}
+        shipped = sorted(f for f in os.listdir(f"{REPO}/graphs") if f.endswith(".json") and f not in needs_input)
         for g in shipped:
             self.assertIn(g, expected, f"add {g} to this test")
         for g, code in expected.items():
