@@ -1,0 +1,3 @@
+module flowpool/bench/gopool
+
+go 1.19
