@@ -485,17 +485,23 @@ class MalformedInputTests(unittest.TestCase):
             for i in range(4):
                 with open(os.path.join(d, f"f{i}"), "w") as f:
                     f.write(str(i))
-            # One worker, 300 ms before each file is hashed: f3 is deleted after the listing.
+            # A first stage (one worker) marks each item as started, then waits 300 ms: once f0 is
+            # marked, the listing is done, and f3 is hashed about 900 ms later. (Sink output can
+            # be batched, so it cannot serve as the signal.)
+            marks = os.path.join(d, "marks")
+            os.mkdir(marks)
+            script = 'touch "%s/$2"; sleep 0.3' % marks
+            stages = [{"name": "wait", "kernel": "exec", "workers": 1, "params": {"shell": True, "argv": [script]}},
+                      {"name": "hash", "kernel": "sha256", "workers": 1}]
             p = subprocess.Popen([BIN, "run", graph("sha256-tree.json"), "--set", f"source.path={d}",
-                                  "--set", 'stages=[{"name":"wait","kernel":"sleep","params":{"ms":300}},'
-                                           '{"name":"hash","kernel":"sha256"}]', "-j", "1"],
+                                  "--set", "source.glob=f*", "--set", "stages=" + json.dumps(stages)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            first = p.stdout.readline()  # the listing is done once f0 is hashed; f3 comes 900 ms later
+            self.assertTrue(wait_for(lambda: os.path.exists(os.path.join(marks, "1")), 30))
             os.unlink(os.path.join(d, "f3"))
             out, err = p.communicate(timeout=60)
             self.assertEqual(p.returncode, 1, err)
             self.assertIn(f'cannot open "{d}/f3": No such file or directory', err)
-            self.assertEqual(len((first + out).splitlines()), 3)
+            self.assertEqual(len(out.splitlines()), 3, (out, err))
 
     def test_truncated_zst_fed_back(self):
         with tempfile.TemporaryDirectory() as d:
