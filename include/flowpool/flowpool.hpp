@@ -4,6 +4,7 @@
 #include "flowpool/error.hpp"
 #include "flowpool/graph.hpp"
 #include "flowpool/job_context.hpp"
+#include "flowpool/metrics.hpp"
 #include "flowpool/options.hpp"
 #include "flowpool/pool.hpp"
 #include "flowpool/registry.hpp"

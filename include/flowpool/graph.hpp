@@ -15,6 +15,7 @@
 
 #include "flowpool/error.hpp"
 #include "flowpool/export.hpp"
+#include "flowpool/metrics.hpp"
 #include "flowpool/options.hpp"
 #include "flowpool/registry.hpp"
 #include "flowpool/report.hpp"
@@ -94,6 +95,16 @@ struct run_controls {
   std::function<void(std::uint64_t done, std::optional<std::uint64_t> total, std::uint64_t failed, int busy,
                      int workers)>
       on_progress;
+  /// Collect each stage's metrics (see flowpool/metrics.hpp) into `graph_report::metrics`.
+  bool metrics = false;
+  /// Record a trace of at most this many events in all (split evenly over the stages)
+  /// into `graph_report::traces`; 0: none.
+  std::size_t trace_limit = 0;
+  /// Called every `metrics_interval` during the run (on the watcher thread) with every
+  /// stage's live metrics; needs `metrics`. Must not throw.
+  std::function<void(const std::vector<stage_metrics>&)> on_metrics;
+  /// How often `on_metrics` is called.
+  std::chrono::milliseconds metrics_interval{1000};
 };
 
 /// Per-stage figures in a graph report.
@@ -117,6 +128,9 @@ struct graph_report {
   std::vector<stage_report> stages;
   std::vector<job_error> errors;  ///< `job` is the item id (its 1-based source position)
   std::optional<job_error> cause;
+  std::vector<stage_metrics> metrics;  ///< per stage, with `run_controls::metrics` (final figures)
+  std::vector<stage_trace> traces;     ///< per stage, with `run_controls::trace_limit > 0`
+  std::int64_t start_ns = 0;           ///< steady_clock time (ns) the run started: the traces' origin
   /// The report as JSON, with the keys documented in docs/cli.md.
   [[nodiscard]] nlohmann::json to_json() const;
 };

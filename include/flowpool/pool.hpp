@@ -10,6 +10,7 @@
 #include "flowpool/detail/engine.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
+#include "flowpool/metrics.hpp"
 #include "flowpool/options.hpp"
 #include "flowpool/report.hpp"
 
@@ -86,6 +87,26 @@ class pool {
   pool(pool_options options, Worker worker, Aggregator aggregator)
       : engine_(std::make_unique<detail::engine<Job, Result>>(
             std::move(options), check_worker(std::move(worker)), check_aggregator(std::move(aggregator)))) {}
+
+  /// Builds the graph and starts the run, with metrics (and optionally a trace) on.
+  ///
+  /// @param metrics  what to collect: see `metrics_options`. With it default
+  ///                 (everything off) this is the three-argument constructor.
+  /// @throws flowpool::error (errc::invalid_argument) when an option is out of range,
+  ///         e.g. "metrics_options: interval must be > 0 when on_snapshot is set, got 0 ms".
+  ///
+  /// @code
+  ///   flowpool::metrics_options m;
+  ///   m.enabled = true;
+  ///   flowpool::pool<int, int> p({.workers = 4}, work, agg, m);
+  ///   ...
+  ///   std::printf("saturation %.2f\n", p.metrics().saturation());
+  /// @endcode
+  template <class Worker, class Aggregator>
+  pool(pool_options options, Worker worker, Aggregator aggregator, metrics_options metrics)
+      : engine_(std::make_unique<detail::engine<Job, Result>>(std::move(options), check_worker(std::move(worker)),
+                                                              check_aggregator(std::move(aggregator)),
+                                                              std::move(metrics))) {}
 
   /// Cancels the run if input is still open (else lets queued jobs finish), then waits.
   /// Never throws.
@@ -180,6 +201,34 @@ class pool {
   /// Live counters: queue depth, busy workers, submitted, completed.
   /// Thread-safe and lock-free; cheap enough to poll from a progress thread.
   [[nodiscard]] flowpool::snapshot snapshot() const noexcept { return engine_->snap(); }
+
+  /// The run's metrics: counters, queue depth, busy workers, busy time,
+  /// saturation, throughput and the queue-wait and run-time histograms.
+  /// During the run it is a live view; after `wait()` it is final.
+  /// Without `metrics_options` only the counters `snapshot()` has, the terminal
+  /// counts (after `wait()`) and `wall` are filled in.
+  /// Thread-safe and lock-free: call it from any thread, at any time. It reads
+  /// every worker's counters, so poll it at human rates (ms), not per job.
+  ///
+  /// @code
+  ///   auto m = pool.metrics();
+  ///   std::printf("%llu done, p99 %lld us\n", static_cast<unsigned long long>(m.succeeded),
+  ///               static_cast<long long>(m.run_time.percentile(0.99).count() / 1000));
+  /// @endcode
+  [[nodiscard]] metrics_snapshot metrics() const { return engine_->metrics(); }
+
+  /// The trace recorded with `metrics_options::trace_limit > 0`: one event per
+  /// job attempt and the gauge samples, at most `trace_limit` of them together
+  /// (`trace_data::dropped` counts the rest). Empty when tracing is off.
+  /// Call it after `wait()` returned (before, it returns an empty trace).
+  /// @throws std::bad_alloc only. Thread-safe after wait().
+  ///
+  /// @code
+  ///   (void)pool.wait();
+  ///   std::ofstream f("trace.json");
+  ///   flowpool::write_chrome_trace(f, {{"work", pool.trace()}}, pool.trace().start_ns);
+  /// @endcode
+  [[nodiscard]] trace_data trace() const { return engine_->trace(); }
 
   /// The options this pool was built with.
   [[nodiscard]] const pool_options& options() const noexcept { return engine_->options(); }

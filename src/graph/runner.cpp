@@ -5,6 +5,7 @@
 // aggregator is the sink. Each item ends in exactly one terminal state: failed or
 // cancelled at some stage, or succeeded at the last stage. The joblog records that
 // state per item id (its source position), which is what --resume keys on.
+#include <cmath>
 #include <condition_variable>
 #include <fstream>
 #include <iostream>
@@ -97,9 +98,12 @@ nlohmann::json graph_report::to_json() const {
                            {"cancelled", s.cancelled}});
   }
   for (std::size_t k = 0; k < metrics.size() && k < j["stages"].size(); ++k) {
-    add_metrics_json(j["stages"][k], metrics[k].metrics);
+    const auto& m = metrics[k].metrics;
+    j["stages"][k]["metrics"] = flowpool::to_json(m);
+    j["stages"][k]["saturation"] = std::round(m.saturation() * 1000) / 1000;  // shown by `flowpool dot`
+    j["stages"][k]["p99_ms"] = std::round(static_cast<double>(m.run_time.percentile(0.99).count()) / 1e3) / 1e3;
   }
-  if (!metrics.empty()) j["metrics"] = to_json(combine(metrics));
+  if (!metrics.empty()) j["metrics"] = flowpool::to_json(combine(metrics));
   j["errors"] = nlohmann::json::array();
   for (const auto& e : errors) {
     j["errors"].push_back({{"job", e.job}, {"attempts", e.attempts}, {"kind", std::string(to_string(e.kind))},
@@ -223,7 +227,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     };
     metrics_options mo;
     mo.enabled = ctl.metrics;
-    mo.trace_limit = ctl.trace_limit;
+    mo.trace_limit = ctl.trace_limit == 0 ? 0 : std::max<std::size_t>(1, ctl.trace_limit / n_stages);  // split evenly
     const kernel_fn kernel = kernels[kk];
     auto work = [kernel](const item& in, job_context& ctx) {
       item it = in;

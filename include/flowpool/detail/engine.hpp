@@ -53,6 +53,7 @@
 #include "flowpool/detail/runtime.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
+#include "flowpool/metrics.hpp"
 #include "flowpool/options.hpp"
 #include "flowpool/report.hpp"
 
@@ -80,7 +81,7 @@ class engine {
   using clock = std::chrono::steady_clock;
   using policy_ptr = std::shared_ptr<const retry_policy>;
 
-  engine(pool_options opts, worker_fn work, aggregator_fn aggregate)
+  engine(pool_options opts, worker_fn work, aggregator_fn aggregate, metrics_options mopts = {})
       : opts_((validate(opts), std::move(opts))),
         n_(opts_.workers),
         capacity_(static_cast<std::size_t>(opts_.capacity)),
@@ -96,7 +97,11 @@ class engine {
         // Exactly N slots, none reserved for external threads: N blocking jobs run
         // at once, and CPU-bound pools never run more threads than N.
         arena_(n_, 0),
-        ctx_(tbb::task_group_context::isolated) {
+        ctx_(tbb::task_group_context::isolated),
+        mopts_((validate_metrics(mopts), std::move(mopts))),
+        tracing_(mopts_.trace_limit > 0),
+        metrics_(mopts_.enabled || tracing_ || static_cast<bool>(mopts_.on_snapshot)) {
+    if (metrics_) slots_ = std::make_unique<worker_slot[]>(static_cast<std::size_t>(n_));
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
@@ -127,6 +132,14 @@ class engine {
       tbb::flow::make_edge(*workers_, *aggregator_);
     });
     graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
+    if (tracing_ || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
+      next_sample_ = tracing_ ? start_ + mopts_.sample_period : clock::time_point::max();
+      next_callback_ = mopts_.on_snapshot ? start_ + mopts_.interval : clock::time_point::max();
+      if (tracing_ && trace_budget()) samples_.push_back(gauge_sample{ns_of(start_), 0, 0});
+      const std::lock_guard lk(mu_);
+      start_timer_locked();
+      timer_.arm(std::min(next_sample_, next_callback_));
+    }
     if (run_deadline_ != clock::time_point::max()) {
       const std::lock_guard lk(mu_);
       start_timer_locked();
@@ -159,6 +172,8 @@ class engine {
   /// mode: 0 = don't block, 1 = block until space, 2 = block until `until`.
   push_result push(Job&& job, policy_ptr policy, int mode, clock::time_point until) {
     if (policy) validate(*policy);
+    clock::time_point enq{};
+    if (metrics_) enq = clock::now();  // read outside the lock; re-read below if we waited
     std::unique_lock lk(mu_);
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
     if (queue_.size() >= capacity_ && !cancelled_) {
@@ -185,9 +200,11 @@ class engine {
       if (waiting_producers_ == 0) producers_gone_.notify_all();
       if (!ok) return push_result::full;
       if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
+      if (metrics_) enq = clock::now();
     }
     if (cancelled_) return push_result::cancelled;
     queue_.push_back(std::move(job));
+    if (metrics_) enqueued_at_.push_back(enq);
     if (policy) {  // rare: keeps queue entries plain jobs
       policies_.emplace(next_id_, std::move(policy));
       has_policies_.store(true, std::memory_order_release);
@@ -254,7 +271,113 @@ class engine {
 
   [[nodiscard]] const pool_options& options() const noexcept { return opts_; }
 
+  [[nodiscard]] bool metrics_enabled() const noexcept { return metrics_; }
+
+  /// Live (or, after the run, final) metrics. Lock-free; any thread.
+  [[nodiscard]] metrics_snapshot metrics() const {
+    metrics_snapshot m;
+    m.workers = n_;
+    m.capacity = capacity_;
+    m.submitted = submitted_pub_.load(std::memory_order_relaxed);
+    m.retried = retried_.load(std::memory_order_relaxed);
+    m.queue_depth = depth_pub_.load(std::memory_order_relaxed);
+    m.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
+    m.busy_workers = busy_.load(std::memory_order_relaxed);
+    m.succeeded = pub_succeeded_.load(std::memory_order_relaxed);
+    m.failed = pub_failed_.load(std::memory_order_relaxed);
+    m.cancelled = pub_cancelled_.load(std::memory_order_relaxed);
+    const std::int64_t end = end_ns_.load(std::memory_order_acquire);
+    m.final = end != 0;
+    const std::int64_t now = m.final ? end : ns_of(clock::now());
+    m.wall = std::chrono::nanoseconds(now - ns_of(start_));
+    if (!metrics_) return m;
+    std::int64_t busy = 0;
+    for (int w = 0; w < n_; ++w) {
+      const worker_slot& s = slots_[static_cast<std::size_t>(w)];
+      m.started += s.started.load(std::memory_order_relaxed);
+      busy += static_cast<std::int64_t>(s.busy_ns.load(std::memory_order_relaxed));
+      const std::int64_t since = s.busy_since.load(std::memory_order_relaxed);
+      if (since != 0 && !m.final && now > since) busy += now - since;  // the batch running now
+      s.wait.read_into(m.queue_wait);
+      s.run.read_into(m.run_time);
+    }
+    m.busy_time = std::chrono::nanoseconds(busy);
+    return m;
+  }
+
+  /// The recorded trace. Call only after wait() returned (empty before, or when tracing is off).
+  [[nodiscard]] trace_data trace() const {
+    trace_data t;
+    t.workers = n_;
+    t.start_ns = ns_of(start_);
+    t.end_ns = end_ns_.load(std::memory_order_acquire);
+    if (!tracing_ || t.end_ns == 0) return t;
+    for (int w = 0; w < n_; ++w) {
+      const auto& ev = slots_[static_cast<std::size_t>(w)].trace;
+      t.attempts.insert(t.attempts.end(), ev.begin(), ev.end());
+    }
+    std::sort(t.attempts.begin(), t.attempts.end(),
+              [](const attempt_event& a, const attempt_event& b) { return a.start_ns < b.start_ns; });
+    t.samples = samples_;
+    t.dropped = trace_dropped_.load(std::memory_order_relaxed);
+    return t;
+  }
+
  private:
+  static std::int64_t ns_of(clock::time_point t) noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  }
+
+  static void validate_metrics(const metrics_options& m) {
+    if (m.on_snapshot && m.interval.count() <= 0) {
+      throw_error(errc::invalid_argument, "metrics_options: interval must be > 0 when on_snapshot is set, got " +
+                                              std::to_string(m.interval.count()) + " ms");
+    }
+    if (m.trace_limit > 0 && m.sample_period.count() <= 0) {
+      throw_error(errc::invalid_argument, "metrics_options: sample_period must be > 0 when tracing, got " +
+                                              std::to_string(m.sample_period.count()) + " ms");
+    }
+  }
+
+  // A histogram written by one thread at a time (the holder of a worker id) and
+  // read by any: relaxed loads and stores, no read-modify-write.
+  struct atomic_histogram {
+    std::array<std::atomic<std::uint64_t>, histogram::bucket_count> buckets{};
+    std::atomic<std::uint64_t> count{0};
+    std::atomic<std::uint64_t> sum_ns{0};
+    std::atomic<std::uint64_t> max_ns{0};
+
+    static void bump(std::atomic<std::uint64_t>& a, std::uint64_t by) noexcept {
+      a.store(a.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+    }
+    void add(std::int64_t ns_signed) noexcept {
+      const auto ns = static_cast<std::uint64_t>(ns_signed < 0 ? 0 : ns_signed);
+      bump(buckets[histogram::bucket_of(ns)], 1);
+      bump(count, 1);
+      bump(sum_ns, ns);
+      if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
+    }
+    void read_into(histogram& h) const noexcept {
+      for (std::size_t i = 0; i < histogram::bucket_count; ++i) {
+        h.buckets[i] += buckets[i].load(std::memory_order_relaxed);
+      }
+      h.count += count.load(std::memory_order_relaxed);
+      h.sum_ns += sum_ns.load(std::memory_order_relaxed);
+      h.max_ns = std::max(h.max_ns, max_ns.load(std::memory_order_relaxed));
+    }
+  };
+
+  // Per worker id: written only by the thread holding that id (ownership passes
+  // through mu_), read by metrics(). Cache-line aligned: workers never false-share.
+  struct alignas(64) worker_slot {
+    std::atomic<std::uint64_t> started{0};
+    std::atomic<std::uint64_t> busy_ns{0};
+    std::atomic<std::int64_t> busy_since{0};  // start of the running batch, 0 when idle
+    atomic_histogram wait;
+    atomic_histogram run;
+    std::vector<attempt_event> trace;  // read only after the run (finish())
+  };
+
   // Counts close()/cancel() calls in progress on other threads: finish() waits
   // for them, so none touches the engine after wait() returns and it is freed.
   class call_guard {
@@ -280,6 +403,7 @@ class engine {
     Job job;
     std::uint64_t id = 0;
     std::uint32_t attempt = 1;  // the attempt about to run
+    clock::time_point ready_at{};  // metrics: when it entered the queue (or its backoff ended)
   };
 
   struct delayed {  // a job in backoff, ordered by when it is due
@@ -390,6 +514,10 @@ class engine {
         for (std::size_t i = 0; i < count; ++i) {
           batch.push_back(work_item{std::move(queue_.front()), next_pop_id_++, 1});
           queue_.pop_front();
+          if (metrics_) {
+            batch.back().ready_at = enqueued_at_.front();
+            enqueued_at_.pop_front();
+          }
         }
         depth_pub_.store(queue_.size(), std::memory_order_relaxed);
         // Hysteresis: wake blocked producers once the queue has drained to the low
@@ -446,12 +574,64 @@ class engine {
   void run_batch(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     busy_.fetch_add(1, std::memory_order_relaxed);
     const auto t0 = clock::now();
-    for (auto& item : batch) run_one(item, wid, outs);
+    clock::time_point t1;
+    if (metrics_) [[unlikely]] {
+      t1 = run_batch_measured(wid, batch, outs, t0);
+    } else {
+      for (auto& item : batch) run_one(item, wid, outs);
+      t1 = clock::now();
+    }
     // One clock read per batch: the mean job cost steers the next batch size.
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
     job_cost_ns_[static_cast<std::size_t>(wid - 1)] =
         std::max<std::uint64_t>(1, static_cast<std::uint64_t>(ns) / batch.size());
     busy_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // run_batch with metrics on: one clock read per attempt (its end is the next one's
+  // start), counters and histograms in this worker's own slot. Returns the end time.
+  clock::time_point run_batch_measured(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs,
+                                       clock::time_point t0) {
+    worker_slot& slot = slots_[static_cast<std::size_t>(wid - 1)];
+    slot.busy_since.store(ns_of(t0), std::memory_order_relaxed);
+    clock::time_point t = t0;
+    std::uint64_t started = 0;
+    for (auto& item : batch) {
+      const std::size_t before = outs.size();
+      const bool ran = run_one(item, wid, outs);
+      const clock::time_point end = clock::now();
+      if (ran) {
+        ++started;
+        slot.wait.add(ns_of(t) - ns_of(item.ready_at));
+        slot.run.add(ns_of(end) - ns_of(t));
+        if (tracing_) {
+          attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
+          if (outs.size() > before) {
+            switch (outs.back().status) {
+              case job_status::succeeded: st = attempt_status::succeeded; break;
+              case job_status::failed: st = attempt_status::failed; break;
+              case job_status::cancelled: st = attempt_status::cancelled; break;
+            }
+          }
+          record_event(slot, attempt_event{item.id, item.attempt, wid, st, ns_of(t), ns_of(end)});
+        }
+      }
+      t = end;
+    }
+    atomic_histogram::bump(slot.started, started);
+    atomic_histogram::bump(slot.busy_ns, static_cast<std::uint64_t>(ns_of(t) - ns_of(t0)));
+    slot.busy_since.store(0, std::memory_order_relaxed);
+    return t;
+  }
+
+  // Keeps at most trace_limit events (attempts and samples) over the whole run.
+  bool trace_budget() noexcept {
+    if (trace_used_.fetch_add(1, std::memory_order_relaxed) < mopts_.trace_limit) return true;
+    trace_dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  void record_event(worker_slot& slot, const attempt_event& e) {
+    if (trace_budget()) slot.trace.push_back(e);
   }
 
   // The retry policy of a job: its own if it was submitted with one, else the pool's.
@@ -472,7 +652,7 @@ class engine {
 
   // Runs one attempt. Appends the job's outcome when it reached a terminal state;
   // appends nothing when the attempt failed and was handed to the retry queue.
-  void run_one(work_item& item, int wid, std::vector<outcome>& outs) {
+  bool run_one(work_item& item, int wid, std::vector<outcome>& outs) {
     outcome& out = outs.emplace_back();  // built in place: no per-job move
     out.id = item.id;
     out.worker = wid;
@@ -481,7 +661,7 @@ class engine {
       out.status = job_status::cancelled;
       out.kind = error_kind::cancelled;
       forget_policy(item.id);
-      return;
+      return false;
     }
     out.attempts = item.attempt;
     if (item.attempt > 1) retried_.fetch_add(1, std::memory_order_relaxed);
@@ -523,11 +703,12 @@ class engine {
       if (should_retry(resolve(policy), item, out, failure)) {
         outs.pop_back();  // not terminal yet
         schedule_retry(item, resolve(policy));
-        return;
+        return true;
       }
       on_final_failure(out);
     }
     forget_policy(item.id);
+    return true;
   }
 
   bool should_retry(const retry_policy& p, const work_item& item, const outcome& out,
@@ -552,7 +733,7 @@ class engine {
 
   void schedule_retry(work_item& item, const retry_policy& p) {
     const auto due = clock::now() + backoff_delay(p, item.id, item.attempt);
-    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1});
+    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, due});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
     graph_->reserve_wait();
@@ -600,6 +781,22 @@ class engine {
       spawn = dispatch_count_locked();
     }
     spawn_workers(spawn);
+    if (now >= next_sample_) {
+      if (trace_budget()) {
+        samples_.push_back(gauge_sample{ns_of(now), depth_pub_.load(std::memory_order_relaxed),
+                                        busy_.load(std::memory_order_relaxed)});
+      }
+      next_sample_ = std::max(next_sample_ + mopts_.sample_period, now);
+    }
+    if (now >= next_callback_) {
+      try {
+        mopts_.on_snapshot(metrics());
+        next_callback_ = std::max(next_callback_ + mopts_.interval, now);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): documented: a throwing callback is not called again
+        next_callback_ = clock::time_point::max();
+      }
+    }
+    next = std::min({next, next_sample_, next_callback_});
     // Each moved job gave up the reservation it took in backoff; the dispatched
     // tokens (or the workers already running) now carry it to a terminal state.
     for (std::size_t i = 0; i < moved; ++i) graph_->release_wait();
@@ -677,7 +874,15 @@ class engine {
         break;
     }
     completed_pub_.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_) publish_counts();
     if (opts_.on_job_done) call_hook(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
+  }
+
+  // Aggregator only (single writer): the terminal counts metrics() reads.
+  void publish_counts() noexcept {
+    pub_succeeded_.store(n_succeeded_, std::memory_order_relaxed);
+    pub_failed_.store(n_failed_, std::memory_order_relaxed);
+    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);
   }
 
   // The user's on_job_done hook. If it throws, the run fails with that as its
@@ -741,6 +946,7 @@ class engine {
       // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
       cancelled_from_ = next_pop_id_;
       dropped.swap(queue_);
+      enqueued_at_.clear();
       depth_pub_.store(0, std::memory_order_relaxed);
       // Jobs in backoff, or due and not yet pulled, end cancelled too.
       released_backoffs = heap_.size();
@@ -827,7 +1033,14 @@ class engine {
       const std::lock_guard lk(mu_);
       r.cause = cause_;
     }
-    r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - start_);
+    const auto end = clock::now();
+    r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start_);
+    pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
+    pub_failed_.store(r.failed, std::memory_order_relaxed);
+    pub_cancelled_.store(r.cancelled, std::memory_order_relaxed);
+    if (tracing_ && trace_budget()) {
+      samples_.push_back(gauge_sample{ns_of(end), 0, 0});  // the timer is stopped: samples_ is ours
+    }
     if (late_cause_ && why != cancel_cause::failure) {  // the serial stage failed after a cancel
       why = cancel_cause::failure;
       if (!r.cause) r.cause = late_cause_;
@@ -842,6 +1055,7 @@ class engine {
       throw_error(errc::internal, "pool: accounting mismatch: submitted " + std::to_string(r.submitted) +
                                       " != succeeded + failed + cancelled");
     }
+    end_ns_.store(ns_of(end), std::memory_order_release);
     finished_.store(true, std::memory_order_release);
     return r;
   }
@@ -918,7 +1132,20 @@ class engine {
   alignas(64) std::atomic<int> busy_{0};
   alignas(64) std::atomic<std::uint64_t> completed_pub_{0};
 
-  std::atomic<bool> closed_flag_{false};
+  // ---- metrics (see flowpool/metrics.hpp); all unused when metrics are off --------------
+  alignas(64) std::atomic<std::uint64_t> pub_succeeded_{0};  // written by the aggregator only
+  std::atomic<std::uint64_t> pub_failed_{0};
+  std::atomic<std::uint64_t> pub_cancelled_{0};
+  alignas(64) std::atomic<std::uint64_t> trace_used_{0};
+  std::atomic<std::uint64_t> trace_dropped_{0};
+  std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
+  std::deque<clock::time_point> enqueued_at_;  // parallel to queue_, guarded by mu_
+  std::unique_ptr<worker_slot[]> slots_;       // one per worker id
+  std::vector<gauge_sample> samples_;          // timer thread only, then finish()
+  clock::time_point next_sample_ = clock::time_point::max();    // timer thread only
+  clock::time_point next_callback_ = clock::time_point::max();  // timer thread only
+
+  alignas(64) std::atomic<bool> closed_flag_{false};
   std::atomic<bool> released_{false};
   std::atomic<bool> finished_{false};
   std::stop_source stop_;
@@ -927,6 +1154,9 @@ class engine {
   thread_lease lease_;
   tbb::task_arena arena_;
   tbb::task_group_context ctx_;
+  const metrics_options mopts_;
+  const bool tracing_;
+  const bool metrics_;
   std::optional<tbb::flow::graph> graph_;
   std::optional<worker_node> workers_;
   std::optional<aggregator_node> aggregator_;
