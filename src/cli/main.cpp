@@ -56,6 +56,8 @@ struct run_args {
   std::string timeout, job_timeout, halt, report, joblog;
   bool resume = false;
   bool progress = false, no_progress = false, quiet = false;
+  std::string metrics, metrics_interval = "1s", trace, timeline;
+  std::size_t trace_limit = 1'000'000;
 };
 
 // Loads, overrides and validates a spec; throws spec_error.
@@ -104,6 +106,43 @@ std::string fmt_duration(double seconds) {
   return s.str();
 }
 
+// Writes --metrics (final), --trace and --timeline. False (after a message) when a file cannot be written.
+bool write_observability(const run_args& a, const flowpool::graph_report& r) {
+  bool ok = true;
+  if (!a.metrics.empty()) {
+    try {
+      flowpool::write_file_atomically(a.metrics, flowpool::to_prometheus(r.graph, r.metrics));
+    } catch (const flowpool::error& e) {
+      std::cerr << "flowpool: --metrics: " << e.what() << '\n';
+      ok = false;
+    }
+  }
+  std::uint64_t dropped = 0, kept = 0;
+  for (const auto& t : r.traces) {
+    dropped += t.trace.dropped;
+    kept += t.trace.attempts.size() + t.trace.samples.size();
+  }
+  auto write = [&](const std::string& path, const char* flag, auto&& fn) {
+    if (path.empty()) return;
+    std::ostringstream text;
+    try {
+      fn(text);
+      flowpool::write_file_atomically(path, text.str());
+    } catch (const flowpool::error& e) {
+      std::cerr << "flowpool: " << flag << ": " << e.what() << '\n';
+      ok = false;
+    }
+  };
+  write(a.trace, "--trace", [&](std::ostream& o) { flowpool::write_chrome_trace(o, r.traces, r.start_ns); });
+  write(a.timeline, "--timeline",
+        [&](std::ostream& o) { flowpool::write_timeline_svg(o, r.graph, r.traces, r.start_ns); });
+  if (dropped > 0 && (!a.trace.empty() || !a.timeline.empty())) {
+    std::cerr << "flowpool: trace: kept " << kept << " events, dropped " << dropped
+              << " over --trace-limit " << a.trace_limit << '\n';
+  }
+  return ok;
+}
+
 int cmd_run(const run_args& a) {
   flowpool::graph_spec spec;
   try {
@@ -139,6 +178,26 @@ int cmd_run(const run_args& a) {
       std::cerr << (tty ? "\r\033[K" : "") << line.str() << (tty ? "" : "\n") << std::flush;
     };
   }
+  // Observability: metrics for --report/--metrics, a trace for --trace/--timeline.
+  ctl.metrics = !a.report.empty() || !a.metrics.empty() || !a.trace.empty() || !a.timeline.empty();
+  ctl.trace_limit = a.trace.empty() && a.timeline.empty() ? 0 : a.trace_limit;
+  if (!a.metrics.empty()) {
+    const auto every = flowpool::parse_duration(a.metrics_interval);
+    if (!every || every->count() <= 0) {
+      std::cerr << "flowpool: --metrics-interval: expected a duration such as 500ms or 10s, got \""
+                << a.metrics_interval << "\"\n";
+      return kExitUsage;
+    }
+    ctl.metrics_interval = std::max(std::chrono::milliseconds(1),
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(*every));
+    ctl.on_metrics = [&a, &spec](const std::vector<flowpool::stage_metrics>& live) {
+      try {
+        flowpool::write_file_atomically(a.metrics, flowpool::to_prometheus(spec.name, live));
+      } catch (const flowpool::error& e) {
+        std::cerr << "flowpool: --metrics: " << e.what() << '\n';
+      }
+    };
+  }
   flowpool::graph_report r;
   try {
     r = flowpool::run_graph(spec, ctl);
@@ -158,6 +217,7 @@ int cmd_run(const run_args& a) {
       std::cerr << "flowpool: --report: cannot write \"" << a.report << "\"\n";
     }
   }
+  if (!write_observability(a, r)) return kExitFailed;
   if (!a.quiet) {
     std::cerr << "flowpool: " << r.graph << ": " << r.status << ": " << r.succeeded << " succeeded, " << r.failed
               << " failed, " << r.cancelled << " cancelled";
@@ -233,6 +293,12 @@ int main(int argc, char** argv) {
   auto* prog = run->add_flag("--progress", ra.progress, "show a progress bar (default: on a TTY)");
   run->add_flag("--no-progress", ra.no_progress, "never show a progress bar")->excludes(prog);
   run->add_flag("-q,--quiet", ra.quiet, "no progress bar, no summary");
+  run->add_option("--metrics", ra.metrics, "write Prometheus text metrics here (at the end and every --metrics-interval)");
+  run->add_option("--metrics-interval", ra.metrics_interval, "how often --metrics is rewritten during the run (default 1s)");
+  run->add_option("--trace", ra.trace, "write a Chrome Trace Event JSON file (Perfetto, chrome://tracing)");
+  run->add_option("--trace-limit", ra.trace_limit, "most trace events kept (default 1000000)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32));
+  run->add_option("--timeline", ra.timeline, "write an SVG Gantt chart of the run");
 
   std::string vgraph;
   std::vector<std::string> vsets;
