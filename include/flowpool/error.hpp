@@ -1,6 +1,10 @@
 // flowpool/error.hpp - the one exception type flowpool throws.
 #pragma once
 
+/// @file
+/// `flowpool::error`, the one exception type flowpool throws, its codes
+/// (`flowpool::errc`), and `flowpool::permanent_error` for jobs.
+
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -22,7 +26,12 @@ enum class errc : int {
   internal,              ///< a broken invariant inside flowpool; please report it
 };
 
-/// A short, stable name for a code ("invalid_argument", "closed", ...).
+/// A short, stable name for a code ("invalid_argument", "closed", ...);
+/// "unknown" for a value outside the enum. Thread-safe, never throws.
+///
+/// @code
+///   std::cerr << flowpool::to_string(e.code()) << ": " << e.what() << '\n';
+/// @endcode
 FLOWPOOL_API std::string_view to_string(errc code) noexcept;
 
 /// The exception type of flowpool. Every error flowpool raises is a

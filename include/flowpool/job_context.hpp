@@ -1,6 +1,10 @@
 // flowpool/job_context.hpp - what a running job knows about itself and its run.
 #pragma once
 
+/// @file
+/// `flowpool::job_context`: a job's id, worker, attempt and deadline, and
+/// cooperative cancellation (`stop_requested`, `throw_if_stop_requested`).
+
 #include <chrono>
 #include <cstdint>
 #include <stop_token>
@@ -29,6 +33,7 @@ namespace flowpool {
 /// @endcode
 class job_context {
  public:
+  /// The clock of deadlines: monotonic, so wall-clock changes never fire one.
   using clock = std::chrono::steady_clock;
 
   /// Builds a context. flowpool does this for you; tests may build their own.

@@ -1,6 +1,11 @@
 // flowpool/registry.hpp - sources, kernels and sinks that graph specs refer to by name.
 #pragma once
 
+/// @file
+/// The registry of sources, kernels and sinks that graph specs name, and the
+/// interfaces to implement your own (`source`, `sink`, `kernel_fn`). See
+/// docs/guide.md, "Extending the registry", and examples/custom_kernel.cpp.
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -31,22 +36,43 @@ enum class param_type : std::uint8_t { integer, number, string, boolean, duratio
 
 /// Describes one parameter of a source, kernel or sink.
 struct param_info {
-  std::string name;
-  param_type type = param_type::string;
+  std::string name;                      ///< the key in the spec's `params` object
+  param_type type = param_type::string;  ///< checked by validate_spec
   nlohmann::json default_value;  ///< null: required
-  std::string help;
+  std::string help;                      ///< one line for `flowpool kernels`
   double min = 0;              ///< integers and numbers: smallest allowed value
   double max = 9.0e15;         ///< integers and numbers: largest allowed value
   std::vector<std::string> choices;  ///< strings: the allowed values (empty: any)
 };
 
-/// A kernel transforms an item in place; it may throw to fail the attempt.
-/// It runs on up to N threads at once, so it must be thread-safe.
+/// A kernel transforms an item in place; it may throw to fail the attempt
+/// (`flowpool::permanent_error` to forbid retries). It runs on up to N threads at
+/// once, so it must be thread-safe; a long kernel should poll
+/// `job_context::stop_requested()`.
 using kernel_fn = std::function<void(item&, job_context&)>;
 
-/// A source produces items one at a time, in a stable order, on one thread.
+/// A source produces items one at a time, in a stable order, on one thread
+/// (`next()` is never called concurrently). Ids must be 1, 2, 3, ... in order:
+/// the joblog and `--resume` rely on them.
+///
+/// @code
+///   class countdown final : public flowpool::source {
+///    public:
+///     std::optional<flowpool::item> next() override {
+///       if (n_ == 0) return std::nullopt;
+///       flowpool::item it;
+///       it.id = ++id_;
+///       it.input = std::to_string(n_--);
+///       return it;
+///     }
+///    private:
+///     int n_ = 3;
+///     std::uint64_t id_ = 0;
+///   };
+/// @endcode
 class FLOWPOOL_API source {
  public:
+  /// Sources are destroyed after the run, on the thread that ran it.
   virtual ~source() = default;
   /// The next item, or nullopt at the end. May throw flowpool::error (errc::io).
   virtual std::optional<item> next() = 0;
@@ -59,8 +85,10 @@ class FLOWPOOL_API source {
 /// and a resumed run can continue from it.
 class FLOWPOOL_API sink {
  public:
+  /// Sinks are destroyed after the run, on the thread that ran it.
   virtual ~sink() = default;
-  /// Folds one successful item.
+  /// Folds one successful item. May throw: the item is then recorded as failed
+  /// (`error_kind::aggregator`) and the run stops.
   virtual void consume(item&& it) = 0;
   /// Called once after the run when it was not interrupted: print totals, commit files.
   virtual void finish() {}
@@ -80,31 +108,34 @@ class FLOWPOOL_API sink {
 
 /// Where sinks write their output (the CLI passes stdout).
 struct sink_env {
-  std::ostream* out = nullptr;
+  std::ostream* out = nullptr;  ///< never null when a sink is made
   bool ordered = false;  ///< whether results arrive in source order
 };
 
 /// A registered source type.
 struct source_info {
-  std::string name;
-  std::string help;
-  std::vector<param_info> params;
+  std::string name;                ///< what a spec's `source.type` names
+  std::string help;                ///< one line for `flowpool kernels`
+  std::vector<param_info> params;  ///< its parameters, validated and defaulted before `make` runs
+  /// Builds the source from its complete parameters; may throw flowpool::error (errc::io).
   std::function<std::unique_ptr<source>(const nlohmann::json& params)> make;
 };
 
 /// A registered kernel.
 struct kernel_info {
-  std::string name;
-  std::string help;
-  std::vector<param_info> params;
+  std::string name;                ///< what a stage's `kernel` names
+  std::string help;                ///< one line for `flowpool kernels`
+  std::vector<param_info> params;  ///< its parameters, validated and defaulted before `make` runs
+  /// Builds the kernel from its complete parameters, once per stage and run.
   std::function<kernel_fn(const nlohmann::json& params)> make;
 };
 
 /// A registered sink type.
 struct sink_info {
-  std::string name;
-  std::string help;
-  std::vector<param_info> params;
+  std::string name;                ///< what a spec's `sink.type` names
+  std::string help;                ///< one line for `flowpool kernels`
+  std::vector<param_info> params;  ///< its parameters, validated and defaulted before `make` runs
+  /// Builds the sink from its complete parameters; may throw flowpool::error (errc::io).
   std::function<std::unique_ptr<sink>(const nlohmann::json& params, const sink_env& env)> make;
   bool forces_order = false;  ///< the sink needs results in source order
 };
@@ -127,22 +158,36 @@ struct sink_info {
 /// @endcode
 class FLOWPOOL_API registry {
  public:
-  /// The process-wide registry, with every built-in registered.
+  /// The process-wide registry, with every built-in registered (on first use,
+  /// thread-safely).
   static registry& global();
 
-  /// Registers a source, kernel or sink. @throws flowpool::error (invalid_argument)
-  /// if the name is empty or already taken.
+  /// Registers a source type. @throws flowpool::error (invalid_argument)
+  /// if the name is empty, already taken, or `make` is empty. Not synchronized.
   void add_source(source_info info);
+  /// Registers a kernel (see the class example). @throws flowpool::error (invalid_argument)
+  /// if the name is empty, already taken, or `make` is empty. Not synchronized.
   void add_kernel(kernel_info info);
+  /// Registers a sink type. @throws flowpool::error (invalid_argument)
+  /// if the name is empty, already taken, or `make` is empty. Not synchronized.
   void add_sink(sink_info info);
 
-  /// Looks a name up; nullptr if unknown.
+  /// Looks a source type up; nullptr if unknown. Never throws.
   [[nodiscard]] const source_info* find_source(const std::string& name) const;
+  /// Looks a kernel up; nullptr if unknown. Never throws.
+  ///
+  /// @code
+  ///   if (flowpool::registry::global().find_kernel("sha256") == nullptr) { /* older flowpool */ }
+  /// @endcode
   [[nodiscard]] const kernel_info* find_kernel(const std::string& name) const;
+  /// Looks a sink type up; nullptr if unknown. Never throws.
   [[nodiscard]] const sink_info* find_sink(const std::string& name) const;
 
+  /// Every registered source type, by name (what `flowpool kernels` lists).
   [[nodiscard]] const std::map<std::string, source_info>& sources() const { return sources_; }
+  /// Every registered kernel, by name.
   [[nodiscard]] const std::map<std::string, kernel_info>& kernels() const { return kernels_; }
+  /// Every registered sink type, by name.
   [[nodiscard]] const std::map<std::string, sink_info>& sinks() const { return sinks_; }
 
  private:
@@ -151,7 +196,7 @@ class FLOWPOOL_API registry {
   std::map<std::string, sink_info> sinks_;
 };
 
-/// A short name for a parameter type ("integer", "duration", ...).
+/// A short name for a parameter type ("integer", "duration", ...). Thread-safe.
 FLOWPOOL_API std::string to_string(param_type t);
 
 }  // namespace flowpool
