@@ -143,7 +143,7 @@ class files_source final : public source {
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) {
       const int e = errno;
-      throw_error(errc::io, "source: cannot read directory \"" + dir + "\": " + errno_text(e));
+      throw_error(errc::io, "cannot read directory \"" + dir + "\": " + errno_text(e));
     }
     frame f;
     f.dir = std::move(dir);
@@ -165,7 +165,7 @@ class files_source final : public source {
     }
     const int e = errno;
     ::closedir(d);
-    if (e != 0) throw_error(errc::io, "source: read error in directory \"" + f.dir + "\": " + errno_text(e));
+    if (e != 0) throw_error(errc::io, "read error in directory \"" + f.dir + "\": " + errno_text(e));
     std::sort(f.entries.begin(), f.entries.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
     stack_.push_back(std::move(f));
   }
@@ -230,7 +230,7 @@ class chunks_source final : public source {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
           const int e = errno;
-          throw_error(errc::io, "source: read error in \"" + path_ + "\": " + errno_text(e));
+          throw_error(errc::io, "read error in \"" + path_ + "\": " + errno_text(e));
         }
         if (n == 0) {
           eof_ = true;

@@ -32,15 +32,33 @@ ZSTD_DCtx* thread_dctx() {
 }
 
 // One frame with the content size and a checksum (as the zstd tool writes by default).
+// The context keeps its parameters between jobs (set again only when the level
+// changes), and the frame is built in a per-thread buffer, so the value is one
+// exact-size copy rather than a zero-filled worst-case allocation.
 void compress_frame(const std::string& in, std::string& out, int level) {
   ZSTD_CCtx* c = thread_cctx();
-  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-  out.resize(ZSTD_compressBound(in.size()));
-  const std::size_t n = ZSTD_compress2(c, out.data(), out.size(), in.data(), in.size());
-  if (ZSTD_isError(n) != 0U) throw_error(errc::internal, std::string("zstd: compression failed: ") + ZSTD_getErrorName(n));
-  out.resize(n);
+  thread_local int params_level = 0;
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local std::size_t buf_size = 0;
+  if (params_level != level) {
+    ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    params_level = level;
+  } else {
+    ZSTD_CCtx_reset(c, ZSTD_reset_session_only);
+  }
+  const std::size_t bound = ZSTD_compressBound(in.size());
+  if (buf_size < bound) {
+    buf.reset(new char[bound]);
+    buf_size = bound;
+  }
+  const std::size_t n = ZSTD_compress2(c, buf.get(), bound, in.data(), in.size());
+  if (ZSTD_isError(n) != 0U) {
+    params_level = 0;
+    throw_error(errc::internal, std::string("zstd: compression failed: ") + ZSTD_getErrorName(n));
+  }
+  out.assign(buf.get(), n);
 }
 
 // Decompresses every frame in `in`; `name` names the input in errors.
