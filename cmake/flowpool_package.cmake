@@ -146,7 +146,6 @@ if(FLOWPOOL_BUILD_DOCS)
     configure_file(docs/Doxyfile.in ${PROJECT_BINARY_DIR}/docs/Doxyfile @ONLY)
     file(MAKE_DIRECTORY ${PROJECT_BINARY_DIR}/docs)
     add_custom_target(docs
-      COMMAND ${CMAKE_COMMAND} -E rm -f ${PROJECT_BINARY_DIR}/docs/doxygen-warnings.log
       COMMAND Doxygen::doxygen ${PROJECT_BINARY_DIR}/docs/Doxyfile
       WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
       COMMENT "API docs (Doxygen; any warning fails the build) -> ${PROJECT_BINARY_DIR}/docs/html"
