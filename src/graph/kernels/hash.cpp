@@ -71,7 +71,7 @@ std::string sha256_bytes(const std::string& data) {
   return end_digest(c);
 }
 
-// Streams the file through the digest in 1 MiB reads, polling for cancellation.
+// Streams the file through the digest in 128 KiB reads, polling for cancellation.
 std::string sha256_file(const std::string& path, job_context& job) {
   const fd_closer f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (f.fd < 0) {
@@ -85,12 +85,13 @@ std::string sha256_file(const std::string& path, job_context& job) {
                           ", expected a file");
   }
   ::posix_fadvise(f.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-  thread_local std::unique_ptr<unsigned char[]> buf(new unsigned char[1 << 20]);
+  constexpr std::size_t block = std::size_t{128} << 10;  // stays in L2 between read() and hashing
+  thread_local std::unique_ptr<unsigned char[]> buf(new unsigned char[block]);
   md_ctx_ptr ctx;
   EVP_MD_CTX* c = begin_digest(ctx);
   for (;;) {
     job.throw_if_stop_requested();
-    const ssize_t n = ::read(f.fd, buf.get(), 1 << 20);
+    const ssize_t n = ::read(f.fd, buf.get(), block);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       const int e = errno;
