@@ -1,6 +1,23 @@
 // flowpool/graph.hpp - declarative graph specs: parse, validate, run.
 #pragma once
 
+/// @file
+/// Graph specs from C++: read a JSON spec (`read_spec_file`), override values
+/// (`apply_override`), validate it against a `registry` (`validate_spec`), run it
+/// (`run_graph`) and draw it (`to_dot`). The `flowpool` CLI is a thin shell over
+/// these functions; docs/graph-spec.md describes the spec format.
+///
+/// Thread-safety: the functions here are reentrant; they share only the
+/// `registry` they are given, which must not be modified while they run.
+///
+/// @code
+///   auto spec = flowpool::validate_spec(flowpool::read_spec_file("graphs/seed.json"));
+///   flowpool::run_controls controls;
+///   controls.out = &std::cout;
+///   flowpool::graph_report r = flowpool::run_graph(spec, controls);
+///   return r.status == "ok" ? 0 : 1;
+/// @endcode
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -24,17 +41,29 @@ namespace flowpool {
 
 /// One validation problem: where (a JSON path such as `stages[1].workers`) and what.
 struct spec_problem {
-  std::string path;
-  std::string message;
-  /// "stages[1].workers: must be a positive integer, got \"two\""
+  std::string path;     ///< where: a JSON path such as `stages[1].workers` (empty: the document itself)
+  std::string message;  ///< what is wrong, e.g. `must be a positive integer, got "two"`
+  /// The problem as one line: "stages[1].workers: must be a positive integer, got \"two\"".
   [[nodiscard]] std::string to_string() const { return path.empty() ? message : path + ": " + message; }
 };
 
 /// Thrown when a spec cannot be read or fails validation; `problems()` lists
-/// every problem found, one per line in `what()`.
+/// every problem found, one per line in `what()`. Its code is `errc::invalid_spec`.
+///
+/// Thread-safety: immutable after construction.
+///
+/// @code
+///   try {
+///     auto spec = flowpool::validate_spec(doc);
+///   } catch (const flowpool::spec_error& e) {
+///     for (const auto& p : e.problems()) std::cerr << p.to_string() << '\n';
+///   }
+/// @endcode
 class FLOWPOOL_API spec_error : public error {
  public:
+  /// Builds the error from the problems found (at least one); `what()` lists them, one per line.
   explicit spec_error(std::vector<spec_problem> problems);
+  /// Every problem found, in document order.
   [[nodiscard]] const std::vector<spec_problem>& problems() const noexcept { return problems_; }
 
  private:
@@ -43,9 +72,9 @@ class FLOWPOOL_API spec_error : public error {
 
 /// One stage of a validated spec.
 struct stage_spec {
-  std::string name;
-  std::string kernel;
-  int workers = 1;
+  std::string name;    ///< the stage's name, unique in the spec
+  std::string kernel;  ///< the registered kernel it runs
+  int workers = 1;     ///< N for this stage's pool
   nlohmann::json params;  ///< complete: defaults filled in
   std::optional<std::uint32_t> retries;  ///< per-stage override
   std::optional<std::chrono::nanoseconds> job_timeout;  ///< per-stage override
@@ -53,39 +82,71 @@ struct stage_spec {
 
 /// A validated graph spec (see docs/graph-spec.md).
 struct graph_spec {
-  std::string name;
-  std::string source_type;
+  std::string name;                 ///< the spec's name (its file name when it has none)
+  std::string source_type;          ///< the registered source that produces the items
   nlohmann::json source_params;  ///< complete: defaults filled in
-  std::vector<stage_spec> stages;
-  std::string sink_type;
+  std::vector<stage_spec> stages;   ///< one pool per stage, chained in this order
+  std::string sink_type;            ///< the registered sink: the last stage's serial aggregator
   nlohmann::json sink_params;  ///< complete: defaults filled in
-  std::ptrdiff_t capacity = 64;
-  bool ordered = false;
-  std::uint32_t retries = 0;
-  std::chrono::nanoseconds backoff{std::chrono::milliseconds(100)};
-  error_policy on_error = error_policy::collect;
-  std::uint64_t max_failures = 0;
+  std::ptrdiff_t capacity = 64;     ///< C of every stage's queue
+  bool ordered = false;             ///< deliver items to the sink in source order
+  std::uint32_t retries = 0;        ///< retries per item and stage (a stage may override it)
+  std::chrono::nanoseconds backoff{std::chrono::milliseconds(100)};  ///< base of the exponential backoff
+  error_policy on_error = error_policy::collect;  ///< what a final failure does to the run
+  std::uint64_t max_failures = 0;   ///< cancel after this many failed items; 0: no limit
   std::chrono::nanoseconds timeout{0};      ///< run deadline; 0: none
   std::chrono::nanoseconds job_timeout{0};  ///< per attempt; 0: none
 };
 
-/// Reads a spec file. @throws spec_error naming the file and every problem
+/// Reads a spec file and parses it as JSON (validate it with `validate_spec`).
+/// @throws spec_error naming the file and every problem
 /// (missing file, a directory, unreadable, empty, not JSON, too deeply nested, invalid).
+/// Thread-safe.
+///
+/// @code
+///   nlohmann::json doc = flowpool::read_spec_file("graphs/seed.json");
+/// @endcode
 FLOWPOOL_API nlohmann::json read_spec_file(const std::filesystem::path& path);
 
 /// Applies `PATH=VALUE` overrides (`stages[0].workers=4`, `source.count=100`).
 /// VALUE is parsed as JSON when it is valid JSON, else taken as a string.
+/// Missing objects on the path are created. This is the CLI's `--set`.
 /// @throws spec_error for a malformed assignment.
+/// Thread-safety: modifies `doc` only.
+///
+/// @code
+///   flowpool::apply_override(doc, "source.count=1000");
+///   flowpool::apply_override(doc, "stages[0].workers=4");
+/// @endcode
 FLOWPOOL_API void apply_override(nlohmann::json& doc, const std::string& assignment);
 
 /// Validates a parsed spec against the registry and fills in defaults.
+/// Unknown keys, types and names are reported with a did-you-mean suggestion.
 /// @throws spec_error listing every problem, each with its JSON path.
+/// Thread-safe, as long as `reg` is not modified meanwhile.
+///
+/// @code
+///   flowpool::graph_spec spec = flowpool::validate_spec(doc);   // against registry::global()
+/// @endcode
 FLOWPOOL_API graph_spec validate_spec(const nlohmann::json& doc, const registry& reg = registry::global());
 
-/// Parses a duration such as "250ms", "30s", "2m", "1.5h". nullopt if malformed.
+/// Parses a duration such as "250ms", "30s", "2m", "1.5h". nullopt if malformed
+/// (never throws for bad input). Thread-safe.
+///
+/// @code
+///   auto d = flowpool::parse_duration("250ms");   // std::chrono::milliseconds(250)
+/// @endcode
 FLOWPOOL_API std::optional<std::chrono::nanoseconds> parse_duration(const std::string& text);
 
-/// How `run_graph` reports and controls a run.
+/// How `run_graph` reports and controls a run. Plain data; every field is optional.
+///
+/// @code
+///   std::atomic<int> stop{0};          // a signal handler stores SIGINT here
+///   flowpool::run_controls c;
+///   c.out = &std::cout;
+///   c.joblog = "jobs.log";             // rerun with c.resume = true to skip what succeeded
+///   c.interrupt = &stop;
+/// @endcode
 struct run_controls {
   std::ostream* out = nullptr;                  ///< where sinks write (stdout in the CLI)
   std::string joblog;                           ///< append one line per finished item; empty: none
@@ -109,25 +170,30 @@ struct run_controls {
 
 /// Per-stage figures in a graph report.
 struct stage_report {
-  std::string name;
-  int workers = 0;
-  std::size_t max_queue_depth = 0;
-  std::uint64_t succeeded = 0;
-  std::uint64_t failed = 0;
-  std::uint64_t cancelled = 0;
+  std::string name;                 ///< the stage's name
+  int workers = 0;                  ///< its N
+  std::size_t max_queue_depth = 0;  ///< the deepest its queue got (never above C)
+  std::uint64_t succeeded = 0;      ///< items this stage passed on
+  std::uint64_t failed = 0;         ///< items that failed for good in this stage
+  std::uint64_t cancelled = 0;      ///< items cancelled in this stage
 };
 
 /// The result of `run_graph`. `submitted == succeeded + failed + cancelled`,
 /// counted in source items.
-struct graph_report {
-  std::string graph;
+struct FLOWPOOL_API graph_report {
+  std::string graph;   ///< the spec's name
   std::string status;  ///< ok, failed, cancelled, timed_out or interrupted
   int signal = 0;      ///< the signal that interrupted the run, if any
-  std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, retried = 0, skipped = 0;
-  double wall_ms = 0;
-  std::vector<stage_report> stages;
+  std::uint64_t submitted = 0;  ///< items the source produced and the first stage accepted
+  std::uint64_t succeeded = 0;  ///< items the sink consumed
+  std::uint64_t failed = 0;     ///< items that failed for good in some stage
+  std::uint64_t cancelled = 0;  ///< items cancelled (run cancelled, deadline, interrupt, fail-fast)
+  std::uint64_t retried = 0;    ///< re-attempts over all stages
+  std::uint64_t skipped = 0;    ///< items skipped by `--resume` (the joblog says they succeeded)
+  double wall_ms = 0;           ///< the run's wall-clock time in milliseconds
+  std::vector<stage_report> stages;  ///< one per stage, in order
   std::vector<job_error> errors;  ///< `job` is the item id (its 1-based source position)
-  std::optional<job_error> cause;
+  std::optional<job_error> cause;  ///< the failure that stopped the run, if one did
   std::vector<stage_metrics> metrics;  ///< per stage, with `run_controls::metrics` (final figures)
   std::vector<stage_trace> traces;     ///< per stage, with `run_controls::trace_limit > 0`
   std::int64_t start_ns = 0;           ///< steady_clock time (ns) the run started: the traces' origin
@@ -135,16 +201,37 @@ struct graph_report {
   [[nodiscard]] nlohmann::json to_json() const;
 };
 
-/// Runs a validated spec. Stages are pools chained through bounded queues; the
-/// sink is the last stage's serial aggregator.
+/// Runs a validated spec to its end and returns the report. Stages are pools
+/// chained through bounded queues; the sink is the last stage's serial aggregator.
+/// Item failures do not throw: they are in the report.
 /// @throws flowpool::error when the source or sink cannot start (errc::io).
+/// Thread-safe: several graphs may run at once (each stage has its own arena),
+/// as long as `reg` is not modified meanwhile.
+///
+/// @code
+///   std::ostringstream out;
+///   flowpool::run_controls controls;
+///   controls.out = &out;   // the sink writes here
+///   flowpool::graph_report r = flowpool::run_graph(spec, controls);
+///   std::cout << r.to_json().dump(2) << '\n';
+/// @endcode
 FLOWPOOL_API graph_report run_graph(const graph_spec& spec, const run_controls& controls,
                                     const registry& reg = registry::global());
 
-/// Graphviz DOT for a spec; with a report, stages are annotated with its figures.
+/// Graphviz DOT for a spec; with a report (`graph_report::to_json()`), stages are
+/// annotated with its figures. Never throws for a validated spec. Thread-safe.
+///
+/// @code
+///   std::cout << flowpool::to_dot(spec);   // | dot -Tsvg > graph.svg
+/// @endcode
 FLOWPOOL_API std::string to_dot(const graph_spec& spec, const nlohmann::json* report = nullptr);
 
 /// One line per stage describing what would run (for `flowpool validate`).
+/// Thread-safe.
+///
+/// @code
+///   std::cout << flowpool::describe(spec);
+/// @endcode
 FLOWPOOL_API std::string describe(const graph_spec& spec);
 
 }  // namespace flowpool
