@@ -37,7 +37,7 @@ PEER_DESC = {
     "tbb_pipeline": "tbb::parallel_pipeline in task_arena(N), 1024 tokens: serial source, parallel work, serial sum",
     "omp": "OpenMP parallel for schedule(dynamic) num_threads(N), critical-section aggregator (libgomp)",
     "asio": "Boost.Asio thread_pool(N), one post per job, results posted to a strand (unbounded)",
-    "moodycamel": "N std::threads on moodycamel::ConcurrentQueue, results queue, <= 1024 in flight",
+    "moodycamel": "N std::threads on moodycamel::ConcurrentQueue (idle workers spin with yield), results queue, the caller produces and folds, <= 1024 in flight",
     "go": "the Go pattern in Go (bench/go): jobs channel (1024), N goroutines, results channel, context cancel",
 }
 WORKLOADS = ["empty", "cpu1us", "cpu10us", "cpu100us", "cpu1ms", "skewed", "sha256", "sleep50ms"]
@@ -147,7 +147,7 @@ def cmd_run(a):
         json.dump({"context": context(a), "runs": proc}, f, indent=1)
 
     if a.kernels and os.path.exists(os.path.join(ROOT, "bench", "kernels.sh")):
-        sh(["bash", os.path.join(ROOT, "bench", "kernels.sh")])
+        sh(["bash", os.path.join(ROOT, "bench", "kernels.sh"), flowpool_cli])  # writes docs/benchmarks-kernels.md
 
 
 def cli_spec(workload, jobs, n):
@@ -247,6 +247,8 @@ def fmt_ns(ns):
         return f"{ns / 1e6:.2f} ms"
     if ns >= 1e3:
         return f"{ns / 1e3:.2f} µs"
+    if ns < 10:
+        return f"{ns:.2f} ns"
     return f"{ns:.0f} ns"
 
 
@@ -285,7 +287,9 @@ def cmd_report(a):
     w(f"Measured {runctx.get('date', '?')} at commit `{runctx.get('commit', '?')}` on: "
       f"{runctx.get('machine', '?')}. Google Benchmark's view of it: {ctx.get('num_cpus', '?')} CPUs at "
       f"{ctx.get('mhz_per_cpu', '?')} MHz, library build `{ctx.get('library_build_type', '?')}`, "
-      f"calibrated spin rate {ctx.get('iterations_per_us', '?')} xorshift rounds per µs.")
+      f"calibrated spin rate {ctx.get('iterations_per_us', '?')} xorshift rounds per µs. Load average when "
+      f"`bm_peers` started: {', '.join(f'{x:.2f}' for x in ctx.get('load_avg', [])) or '?'} (on 2 CPUs; other "
+      "engineers' builds share this machine, so every efficiency figure below is only as good as that load).")
     w("")
     w("This is a shared 2-core VM whose load is never zero: absolute numbers move by ±20% between "
       "runs, ratios from one run move far less. Every ratio below comes from one run of `scripts/bench`. "
@@ -293,7 +297,7 @@ def cmd_report(a):
       "run was `--quick`.")
     w("")
     w("Reproduce: `scripts/bench` (builds the `bench` preset into `build/bench`, runs everything, "
-      "regenerates this page and `docs/img/bench-*.png`; about 10 minutes here). `scripts/bench --help` lists "
+      "regenerates this page and `docs/img/bench-*.png`; 5 to 10 minutes here). `scripts/bench --help` lists "
       "the options (`--workers 1,2,4,8` on bigger machines).")
     w("")
     w("## Peers")
@@ -318,6 +322,25 @@ def cmd_report(a):
     w("")
     targets(L, idx, rss_doc, proc_doc)
 
+    # ---- the same targets on an idle 2-CPU slice of the 16-core machine
+    p_idx = bm_index(load("pinned2-bm_peers.json"))
+    if p_idx:
+        p_rss, p_proc = load("pinned2-stream_rss.json"), load("pinned2-process.json")
+        pctx = (p_proc or {}).get("context", {})
+        w("### The same figures on an idle 2-CPU slice")
+        w("")
+        w(f"Because this machine is shared, the targets were also measured where nothing else ran: "
+          f"{pctx.get('machine', '?')}, {pctx.get('date', '?')}, binaries from commit `{pctx.get('commit', '?')}`. "
+          "Commands: `taskset -c 0,1 bm_peers --fp_workloads=empty,cpu1us,cpu10us,sleep50ms,cancel_1M "
+          "--benchmark_min_time=0.2 --benchmark_repetitions=3`, and `taskset -c 0,1` on `gopool -workload "
+          "empty|cancel -jobs 1000000 -workers 2`, `stream_rss flowpool 1000000 2 empty` (3 times each) and "
+          "`stream_rss flowpool 10000|10000000 2 empty`. In that run `stream_rss` still calibrated the spin "
+          "rate at start-up (about 150 ms, fixed since), so its whole-process time is not comparable there; "
+          "use the in-process rows. Files: `bench/results/pinned2-*.json`.")
+        w("")
+        targets(L, p_idx, p_rss, p_proc)
+        workload_tables(L, p_idx, ["empty", "cpu1us", "cpu10us", "sleep50ms"], "####", " (idle 2-CPU slice)")
+
     # ---- per-workload tables
     w("## Per workload: ns/job, jobs/s, efficiency, ratio to flowpool")
     w("")
@@ -325,37 +348,7 @@ def cmd_report(a):
       "T1/(2·T2); `× flowpool` is the peer's N=2 wall time over flowpool's (above 1: slower than flowpool). "
       "Command: `build/bench/bench/bm_peers --benchmark_repetitions=3` (JSON: `bench/results/bm_peers.json`).")
     w("")
-    worker_counts = sorted({k[2] for k in idx})
-    for wl in WORKLOADS:
-        rows = [(p, n) for p in PEERS for n in worker_counts if (wl, p, n) in idx]
-        if not rows:
-            continue
-        ns_list = sorted({n for _, n in rows})
-        w(f"### `{wl}`")
-        w("")
-        hdr = "| peer | " + " | ".join(f"N={n} ns/job" for n in ns_list) + " | " + \
-              " | ".join(f"N={n} jobs/s" for n in ns_list)
-        hdr += " | efficiency |" if (1 in ns_list and 2 in ns_list) else " |"
-        hdr += " × flowpool |"
-        w(hdr)
-        w("|" + "---|" * (hdr.count("|") - 1))
-        top = max(ns_list)
-        fp = idx.get((wl, "flowpool", top))
-        for p in PEERS:
-            cells = []
-            for n in ns_list:
-                b = idx.get((wl, p, n))
-                cells.append(fmt_ns(npj(b)) if b and not b.get("error_occurred") else "—")
-            for n in ns_list:
-                b = idx.get((wl, p, n))
-                cells.append(fmt_rate(b.get("items_per_second")) if b and not b.get("error_occurred") else "—")
-            if 1 in ns_list and 2 in ns_list:
-                b1, b2 = idx.get((wl, p, 1)), idx.get((wl, p, 2))
-                cells.append(f"{b1['ns_per_job'] / (2 * b2['ns_per_job']):.2f}" if b1 and b2 else "—")
-            b = idx.get((wl, p, top))
-            cells.append(f"{b['ns_per_job'] / fp['ns_per_job']:.2f}" if b and fp else "—")
-            w(f"| `{p}` | " + " | ".join(cells) + " |")
-        w("")
+    workload_tables(L, idx, WORKLOADS)
     if os.path.exists(os.path.join(IMG, "bench-throughput.png")):
         w("![throughput against job size, N=2](img/bench-throughput.png)")
         w("")
@@ -437,11 +430,12 @@ def cmd_report(a):
             acc = {"flowpool": "every queued job reported as cancelled (checked)",
                    "raw_tbb": "none: the buffered messages are dropped silently",
                    "cpp_channels": "buffered jobs drained and counted (checked)"}[p]
-            w(f"| `{p}` | {b['real_time']:.1f} {b['time_unit']} | {acc} |")
+            ms = b["real_time"] * {"us": 1e-3, "ms": 1.0, "ns": 1e-6}[b["time_unit"]]
+            w(f"| `{p}` | {ms:.3f} ms | {acc} |")
     if proc_doc:
         gc = [r for r in proc_doc["runs"] if r.get("workload") == "cancel_1M"]
         if gc:
-            w(f"| `go` | {median([r['cancel_ms'] for r in gc]) * 1e3:.1f} us | every queued job received and "
+            w(f"| `go` | {median([r['cancel_ms'] for r in gc]):.3f} ms | every queued job received and "
               f"counted as cancelled by the workers ({'checked' if all(r['accounted'] for r in gc) else 'MISMATCH'}) |")
     w("")
 
@@ -481,14 +475,16 @@ def cmd_report(a):
         meta = load("scaling16-machine.json") or {}
         w(f"Measured {meta.get('date', '?')} on a different machine: {meta.get('description', '?')}. "
           f"Binaries built here (Release, commit `{meta.get('commit', '?')}`), run there with "
-          f"`{meta.get('command', 'bench/device-scaling.sh')}`. Files: " + ", ".join(f"`bench/results/{x}`" for x in big) + ".")
+          f"`{meta.get('command', 'bench/device-scaling.sh')}`, one repetition each with `--benchmark_min_time=0.05` "
+          "(the device time was short), so single points can be off; the shape of the curves is the finding. "
+          "Files: " + ", ".join(f"`bench/results/{x}`" for x in big if x != "scaling16-machine.json") + ".")
         w("")
         sidx = {}
         for x in big:
             if x == "scaling16-machine.json":
                 continue
             sidx.update(bm_index(load(x)))
-        for wl in ["empty", "cpu1us", "cpu10us"]:
+        for wl in ["empty", "cpu1us", "cpu10us", "cpu100us", "skewed", "sha256"]:
             ns_list = sorted({k[2] for k in sidx if k[0] == wl})
             if not ns_list:
                 continue
@@ -532,6 +528,41 @@ def cmd_report(a):
         f.write("\n".join(L) + "\n")
     plots(idx)
     print(f"bench: wrote {os.path.relpath(DOC, ROOT)}")
+
+
+def workload_tables(L, idx, workloads, heading="###", suffix=""):
+    w = L.append
+    worker_counts = sorted({k[2] for k in idx})
+    for wl in workloads:
+        rows = [(p, n) for p in PEERS for n in worker_counts if (wl, p, n) in idx]
+        if not rows:
+            continue
+        ns_list = sorted({n for _, n in rows})
+        w(f"{heading} `{wl}`{suffix}")
+        w("")
+        hdr = "| peer | " + " | ".join(f"N={n} ns/job" for n in ns_list) + " | " + \
+              " | ".join(f"N={n} jobs/s" for n in ns_list)
+        hdr += " | efficiency |" if (1 in ns_list and 2 in ns_list) else " |"
+        hdr += " × flowpool |"
+        w(hdr)
+        w("|" + "---|" * (hdr.count("|") - 1))
+        top = max(ns_list)
+        fp = idx.get((wl, "flowpool", top))
+        for p in PEERS:
+            cells = []
+            for n in ns_list:
+                b = idx.get((wl, p, n))
+                cells.append(fmt_ns(npj(b)) if b and not b.get("error_occurred") else "—")
+            for n in ns_list:
+                b = idx.get((wl, p, n))
+                cells.append(fmt_rate(b.get("items_per_second")) if b and not b.get("error_occurred") else "—")
+            if 1 in ns_list and 2 in ns_list:
+                b1, b2 = idx.get((wl, p, 1)), idx.get((wl, p, 2))
+                cells.append(f"{b1['ns_per_job'] / (2 * b2['ns_per_job']):.2f}" if b1 and b2 else "—")
+            b = idx.get((wl, p, top))
+            cells.append(f"{b['ns_per_job'] / fp['ns_per_job']:.3g}" if b and fp else "—")
+            w(f"| `{p}` | " + " | ".join(cells) + " |")
+        w("")
 
 
 def targets(L, idx, rss_doc, proc_doc):
