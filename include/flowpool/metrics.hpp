@@ -1,6 +1,12 @@
 // flowpool/metrics.hpp - live metrics of a run: counters, saturation, latency histograms, traces.
 #pragma once
 
+/// @file
+/// Metrics of a run: `flowpool::metrics_options` (turn them on for a pool),
+/// `flowpool::metrics_snapshot` (counters, gauges, saturation, histograms),
+/// traces (`flowpool::trace_data`), and the exporters: Prometheus text, JSON,
+/// Chrome Trace Event JSON and an SVG timeline. See docs/observability.md.
+
 #include <array>
 #include <bit>
 #include <chrono>

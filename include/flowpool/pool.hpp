@@ -73,8 +73,8 @@ class pool {
                 "flowpool::pool: Job and Result must be object types, not references");
 
  public:
-  using job_type = Job;
-  using result_type = Result;
+  using job_type = Job;        ///< the type of a submitted job
+  using result_type = Result;  ///< the type a worker returns and the aggregator consumes
 
   /// Builds the graph and starts the run.
   ///
@@ -90,6 +90,9 @@ class pool {
 
   /// Builds the graph and starts the run, with metrics (and optionally a trace) on.
   ///
+  /// @param options  N, C, ordering, deadline; validated here.
+  /// @param worker   `Result(const Job&, job_context&)`; runs on up to N threads at once.
+  /// @param aggregator `void(Result&&)`; runs serially, never concurrently with itself.
   /// @param metrics  what to collect: see `metrics_options`. With it default
   ///                 (everything off) this is the three-argument constructor.
   /// @throws flowpool::error (errc::invalid_argument) when an option is out of range,

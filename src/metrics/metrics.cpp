@@ -2,6 +2,7 @@
 #include "flowpool/metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -62,8 +63,8 @@ std::string num(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);  // shortest form that round-trips
+  return std::string(buf, res.ptr);
 }
 std::string num(std::uint64_t v) { return std::to_string(v); }
 

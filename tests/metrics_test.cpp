@@ -1,0 +1,523 @@
+// Metrics: counters add up under faults and cancels, histograms, saturation, trace, exporters.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "flowpool/flowpool.hpp"
+#include "support/concurrency_kit.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Checks text against the Prometheus text exposition format rules (version 0.0.4):
+// comment lines are "# HELP name text" or "# TYPE name type"; a family's TYPE comes
+// before its samples and only once; sample lines are `name{l="v",...} value` with
+// valid names, escaped label values and a float value; histogram buckets are
+// cumulative, end with le="+Inf", and +Inf equals _count. Returns "" or the problem.
+std::string check_exposition(const std::string& text) {
+  static const std::regex name_re("[a-zA-Z_:][a-zA-Z0-9_:]*");
+  static const std::regex sample_re(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\})? ([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|Inf|NaN))$)");
+  static const std::regex label_re(R"(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)\")");
+  std::map<std::string, std::string> type_of;
+  std::set<std::string> seen_samples;
+  std::map<std::string, double> last_bucket, inf_bucket, count_of;  // keyed by family + labels (without le)
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    const std::string where = "line " + std::to_string(n) + ": " + line;
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      std::istringstream c(line);
+      std::string hash, kind, name;
+      c >> hash >> kind >> name;
+      if (kind == "TYPE") {
+        std::string type;
+        c >> type;
+        if (!std::regex_match(name, name_re)) return where + " (bad name)";
+        if (type_of.count(name) != 0) return where + " (second TYPE)";
+        if (type != "counter" && type != "gauge" && type != "histogram" && type != "summary" && type != "untyped") {
+          return where + " (bad type)";
+        }
+        type_of[name] = type;
+      } else if (kind == "HELP") {
+        if (!std::regex_match(name, name_re)) return where + " (bad name)";
+      }
+      continue;
+    }
+    std::smatch m;
+    if (!std::regex_match(line, m, sample_re)) return where + " (not a sample line)";
+    const std::string name = m[1];
+    std::string family = name;
+    std::string suffix;
+    for (const char* s : {"_bucket", "_sum", "_count"}) {
+      const std::string sfx = s;
+      if (name.size() > sfx.size() && name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0 &&
+          type_of.count(name.substr(0, name.size() - sfx.size())) != 0 &&
+          type_of[name.substr(0, name.size() - sfx.size())] == "histogram") {
+        family = name.substr(0, name.size() - sfx.size());
+        suffix = sfx;
+      }
+    }
+    if (type_of.count(family) == 0) return where + " (sample before its TYPE)";
+    if (type_of[family] == "histogram" && suffix.empty()) return where + " (histogram sample without suffix)";
+    std::string labels = m[3];
+    std::string le;
+    std::string key_labels;
+    for (std::sregex_iterator it(labels.begin(), labels.end(), label_re), end; it != end; ++it) {
+      if ((*it)[1] == "le") {
+        le = (*it)[2];
+      } else {
+        key_labels += (*it)[0].str() + ",";
+      }
+    }
+    if (!seen_samples.insert(name + "{" + labels + "}").second) return where + " (duplicate sample)";
+    const double value = m[4] == "+Inf" ? 1e308 : std::stod(m[4]);
+    if (type_of[family] == "counter" && value < 0) return where + " (negative counter)";
+    const std::string key = family + "{" + key_labels + "}";
+    if (suffix == "_bucket") {
+      if (le.empty()) return where + " (bucket without le)";
+      if (last_bucket.count(key) != 0 && value < last_bucket[key]) return where + " (buckets not cumulative)";
+      last_bucket[key] = value;
+      if (le == "+Inf") inf_bucket[key] = value;
+    } else if (suffix == "_count") {
+      count_of[key] = value;
+    }
+  }
+  for (const auto& [key, count] : count_of) {
+    if (inf_bucket.count(key) == 0) return key + ": no le=\"+Inf\" bucket";
+    if (inf_bucket[key] != count) return key + ": +Inf bucket != _count";
+  }
+  if (type_of.empty()) return "no metric families";
+  return {};
+}
+
+// The exact nearest-rank q-quantile of raw values.
+std::uint64_t exact_percentile(std::vector<std::uint64_t> v, double q) {
+  std::sort(v.begin(), v.end());
+  auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size())));
+  rank = std::clamp<std::size_t>(rank, 1, v.size());
+  return v[rank - 1];
+}
+
+long bucket_distance(std::uint64_t a, std::uint64_t b) {
+  return std::labs(static_cast<long>(flowpool::histogram::bucket_of(a)) -
+                   static_cast<long>(flowpool::histogram::bucket_of(b)));
+}
+
+}  // namespace
+
+TEST_CASE("histogram: buckets tile the range, are log-scale and at most 25% wide", "[metrics]") {
+  using h = flowpool::histogram;
+  for (std::size_t i = 0; i + 1 < h::bucket_count; ++i) {
+    INFO("bucket " << i);
+    REQUIRE(h::upper_bound(i) == h::lower_bound(i + 1));
+    REQUIRE(h::bucket_of(h::lower_bound(i)) == i);
+    REQUIRE(h::bucket_of(h::upper_bound(i) - 1) == i);
+    if (i >= 8) CHECK(4 * (h::upper_bound(i) - h::lower_bound(i)) <= h::lower_bound(i));
+  }
+  CHECK(h::bucket_of(~std::uint64_t{0}) == h::bucket_count - 1);
+}
+
+TEST_CASE("histogram: percentiles are within one bucket of the exact ones", "[metrics]") {
+  const std::uint64_t seed = fp_test::base_seed() + 61;
+  INFO("seed " << seed << " (rerun: FLOWPOOL_TEST_SEED=" << seed - 61 << ")");
+  std::mt19937_64 rng(seed);
+  for (int round = 0; round < 50; ++round) {
+    flowpool::histogram hist;
+    std::vector<std::uint64_t> raw;
+    const int n = 1 + static_cast<int>(rng() % 5000);
+    std::uniform_real_distribution<double> log_ns(0.0, 30.0);  // 1 ns .. ~1 s, log-uniform
+    for (int i = 0; i < n; ++i) {
+      const auto v = static_cast<std::uint64_t>(std::exp2(log_ns(rng)));
+      raw.push_back(v);
+      hist.record(std::chrono::nanoseconds(v));
+    }
+    REQUIRE(hist.count == raw.size());
+    CHECK(hist.max_ns == *std::max_element(raw.begin(), raw.end()));
+    for (const double q : {0.5, 0.95, 0.99, 1.0}) {
+      const std::uint64_t exact = exact_percentile(raw, q);
+      const auto est = static_cast<std::uint64_t>(hist.percentile(q).count());
+      INFO("round " << round << " n=" << n << " q=" << q << " exact=" << exact << " estimate=" << est);
+      CHECK(bucket_distance(est, exact) <= 1);
+      CHECK(est <= hist.max_ns);
+    }
+  }
+}
+
+TEST_CASE("metrics: counters add up under randomized runs with faults and cancels", "[metrics]") {
+  const int workers = GENERATE(1, 2, 4);
+  const std::uint64_t base = fp_test::base_seed();
+  for (int round = 0; round < 6; ++round) {
+    const std::uint64_t seed = base * 31 + static_cast<std::uint64_t>(workers * 100 + round);
+    std::mt19937_64 rng(seed);
+    const int jobs = 50 + static_cast<int>(rng() % 400);
+    const int cancel_after = (rng() % 3 == 0) ? static_cast<int>(rng() % static_cast<std::uint64_t>(jobs)) : -1;
+    const std::uint64_t fail_mod = 3 + rng() % 7;
+    const std::uint64_t flaky_mod = 2 + rng() % 5;
+    const std::ptrdiff_t capacity = 1 + static_cast<std::ptrdiff_t>(rng() % 64);
+    std::printf("metrics counters: seed=%llu (FLOWPOOL_TEST_SEED=%llu) workers=%d jobs=%d capacity=%td cancel_after=%d\n",
+                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(base), workers, jobs,
+                capacity, cancel_after);
+    INFO("seed=" << seed << " workers=" << workers << " jobs=" << jobs << " capacity=" << capacity
+                 << " cancel_after=" << cancel_after);
+    fp_test::terminal_ledger ledger(static_cast<std::size_t>(jobs));
+    flowpool::pool_options o;
+    o.workers = workers;
+    o.capacity = capacity;
+    o.retry.max_attempts = 3;
+    o.retry.backoff_base = 200us;
+    o.retry.backoff_cap = 2ms;
+    o.on_job_done = [&](const flowpool::job_record& rec) { ledger.record(rec); };
+    std::atomic<int> snapshots{0};
+    std::atomic<int> bad_snapshots{0};
+    flowpool::metrics_options mo;
+    mo.enabled = true;
+    mo.interval = 2ms;
+    mo.on_snapshot = [&](const flowpool::metrics_snapshot& s) {
+      snapshots.fetch_add(1);
+      if (s.max_queue_depth > s.capacity || s.workers != workers || s.busy_workers > workers) bad_snapshots.fetch_add(1);
+    };
+    flowpool::pool<int, int> pool(
+        o,
+        [&](const int& j, flowpool::job_context& ctx) {
+          const auto burn = fp_test::spin(200 + static_cast<std::uint64_t>(j % 7) * 300);
+          if (static_cast<std::uint64_t>(j) % fail_mod == 0) throw std::runtime_error("injected failure");
+          if (static_cast<std::uint64_t>(j) % flaky_mod == 0 && ctx.attempt() == 1) throw std::runtime_error("flaky");
+          if (j % 11 == 0) ctx.throw_if_stop_requested();
+          return j + static_cast<int>(burn & 1U);
+        },
+        [](int&&) {}, mo);
+    // A poller reads live metrics from another thread while the run goes on.
+    std::atomic<bool> stop_polling{false};
+    std::atomic<int> poll_violations{0};
+    std::thread poller([&] {
+      std::uint64_t last_started = 0, last_submitted = 0;
+      while (!stop_polling.load()) {
+        const auto m = pool.metrics();
+        if (m.started < last_started || m.submitted < last_submitted || m.max_queue_depth > m.capacity ||
+            m.busy_workers > workers || m.final) {
+          poll_violations.fetch_add(1);
+        }
+        last_started = m.started;
+        last_submitted = m.submitted;
+        std::this_thread::sleep_for(100us);
+      }
+    });
+    int accepted = 0;
+    for (int j = 1; j <= jobs; ++j) {
+      if (j - 1 == cancel_after) pool.cancel();
+      if (!pool.submit(j)) break;
+      ++accepted;
+    }
+    pool.close();
+    const auto r = pool.wait();
+    stop_polling.store(true);
+    poller.join();
+    const auto m = pool.metrics();
+    REQUIRE(ledger.check(r).empty());
+    CHECK(m.final);
+    CHECK(m.submitted == r.submitted);
+    CHECK(m.submitted == static_cast<std::uint64_t>(accepted));
+    CHECK(m.succeeded == r.succeeded);
+    CHECK(m.failed == r.failed);
+    CHECK(m.cancelled == r.cancelled);
+    CHECK(m.retried == r.retried);
+    CHECK(m.submitted == m.succeeded + m.failed + m.cancelled);
+    // Every attempt started is in both histograms; the ledger's attempts add up to them.
+    std::uint64_t attempts = 0;
+    for (std::uint64_t id = 1; id <= r.submitted; ++id) attempts += ledger[id].attempts;
+    CHECK(m.started == attempts);
+    CHECK(m.run_time.count == m.started);
+    CHECK(m.queue_wait.count == m.started);
+    CHECK(m.max_queue_depth <= static_cast<std::size_t>(capacity));
+    CHECK(m.max_queue_depth == r.max_queue_depth);
+    CHECK(m.queue_depth == 0);
+    CHECK(m.busy_workers == 0);
+    CHECK(m.busy_time.count() >= 0);
+    CHECK(m.saturation() <= 1.0 + 1e-9);
+    CHECK(poll_violations.load() == 0);
+    CHECK(bad_snapshots.load() == 0);
+    (void)snapshots.load();
+  }
+}
+
+TEST_CASE("metrics: the snapshot callback runs every interval", "[metrics]") {
+  flowpool::pool_options o;
+  o.workers = 2;
+  std::atomic<int> calls{0};
+  flowpool::metrics_options mo;
+  mo.interval = 5ms;
+  mo.on_snapshot = [&](const flowpool::metrics_snapshot&) { calls.fetch_add(1); };
+  flowpool::pool<int, int> pool(
+      o,
+      [](const int& j, flowpool::job_context&) {
+        std::this_thread::sleep_for(20ms);
+        return j;
+      },
+      [](int&&) {}, mo);
+  for (int j = 0; j < 8; ++j) REQUIRE(pool.submit(j));  // 4 waves of 20 ms: at least 80 ms
+  pool.close();
+  (void)pool.wait();
+  const int n = calls.load();
+  INFO("calls " << n);
+  CHECK(n >= 3);  // 80 ms at 5 ms would be 16; allow a very slow (sanitized) timer thread
+  // No call after wait(): the timer is stopped.
+  std::this_thread::sleep_for(20ms);
+  CHECK(calls.load() == n);
+}
+
+TEST_CASE("metrics: options are validated", "[metrics]") {
+  flowpool::pool_options o;
+  o.workers = 1;
+  flowpool::metrics_options mo;
+  mo.interval = 0ms;
+  mo.on_snapshot = [](const flowpool::metrics_snapshot&) {};
+  auto make = [&] { flowpool::pool<int, int> p(o, [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {}, mo); };
+  CHECK_THROWS_AS(make(), flowpool::error);
+  mo.on_snapshot = nullptr;
+  mo.trace_limit = 10;
+  mo.sample_period = 0ms;
+  CHECK_THROWS_AS(make(), flowpool::error);
+}
+
+TEST_CASE("metrics: off by default, and a pool without them still reports the basic counts", "[metrics]") {
+  flowpool::pool_options o;
+  o.workers = 2;
+  flowpool::pool<int, int> pool(o, [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {});
+  for (int j = 0; j < 100; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  const auto r = pool.wait();
+  const auto m = pool.metrics();
+  CHECK(m.submitted == 100);
+  CHECK(m.succeeded == r.succeeded);
+  CHECK(m.started == 0);  // not collected
+  CHECK(m.run_time.count == 0);
+  CHECK(pool.trace().attempts.empty());
+}
+
+TEST_CASE("metrics: run-time percentiles match the raw job durations within one bucket", "[metrics]") {
+  const std::uint64_t seed = fp_test::base_seed() + 7;
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::vector<std::uint64_t> spins(400);
+  for (auto& s : spins) s = 2000 + rng() % 200000;  // roughly 2 us .. 200 us of CPU
+  flowpool::pool_options o;
+  o.workers = 2;
+  o.capacity = 16;
+  std::vector<std::uint64_t> raw;
+  o.on_job_done = [&](const flowpool::job_record& rec) {
+    raw.push_back(static_cast<std::uint64_t>(rec.duration.count()));
+  };
+  flowpool::metrics_options mo;
+  mo.enabled = true;
+  flowpool::pool<std::size_t, int> pool(
+      o, [&](const std::size_t& j, flowpool::job_context&) { return static_cast<int>(fp_test::spin(spins[j]) & 1); },
+      [](int&&) {}, mo);
+  for (std::size_t j = 0; j < spins.size(); ++j) REQUIRE(pool.submit(std::size_t{j}));
+  pool.close();
+  REQUIRE(pool.wait().succeeded == spins.size());
+  const auto m = pool.metrics();
+  REQUIRE(m.run_time.count == raw.size());
+  // The raw duration is measured inside the attempt; the histogram's per-attempt
+  // time also covers recording the outcome (tens of ns): within one bucket.
+  for (const double q : {0.5, 0.95, 0.99, 1.0}) {
+    const std::uint64_t exact = exact_percentile(raw, q);
+    const auto est = static_cast<std::uint64_t>(m.run_time.percentile(q).count());
+    INFO("q=" << q << " exact=" << exact << " histogram=" << est);
+    CHECK(bucket_distance(est, exact) <= 1);
+  }
+}
+
+namespace {
+// CPU work per job: long enough that the engine's own per-batch work (slow under
+// sanitizers) is a small share of a worker's time.
+std::uint64_t spin_per_job() { return fp_test::sanitized() ? 1'000'000 : 200'000; }
+
+double saturation_of(int workers, int busy_jobs, bool cpu) {
+  flowpool::pool_options o;
+  o.workers = workers;
+  o.capacity = 100000;
+  flowpool::metrics_options mo;
+  mo.enabled = true;
+  flowpool::pool<int, int> pool(
+      o,
+      [cpu](const int& j, flowpool::job_context&) {
+        std::uint64_t burn = 0;
+        if (cpu) {
+          burn = fp_test::spin(spin_per_job());  // used below: the loop cannot be optimized away
+        } else {
+          std::this_thread::sleep_for(300ms);
+        }
+        return j + static_cast<int>(burn & 1U);
+      },
+      [](int&&) {}, mo);
+  for (int j = 0; j < busy_jobs; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  (void)pool.wait();
+  const auto m = pool.metrics();
+  std::printf("saturation: workers=%d jobs=%d %s: %.3f (busy %.1f ms, wall %.1f ms)\n", workers, busy_jobs,
+              cpu ? "cpu" : "sleep", m.saturation(), static_cast<double>(m.busy_time.count()) / 1e6,
+              static_cast<double>(m.wall.count()) / 1e6);
+  return m.saturation();
+}
+}  // namespace
+
+TEST_CASE("saturation: at least 0.9 when every worker has work all the time", "[timing]") {
+  const int workers = GENERATE(1, 2);
+  // A deep queue of CPU jobs, submitted up front: workers never wait for work.
+  const int jobs = fp_test::sanitized() ? 100 : 300;
+  double s = saturation_of(workers, jobs, true);
+  if (s < 0.9) {
+    std::printf("saturation: first try %.3f, retrying once\n", s);
+    s = saturation_of(workers, jobs, true);
+  }
+  CHECK(s >= 0.9);
+  CHECK(s <= 1.0 + 1e-9);
+}
+
+TEST_CASE("saturation: about 0.5 when half the workers idle by design", "[timing]") {
+  // 4 workers, 2 jobs of 300 ms: two workers busy for the whole run, two never.
+  double s = saturation_of(4, 2, false);
+  if (std::abs(s - 0.5) > 0.1) {
+    std::printf("saturation: first try %.3f, retrying once\n", s);
+    s = saturation_of(4, 2, false);
+  }
+  CHECK(std::abs(s - 0.5) <= 0.1);
+}
+
+TEST_CASE("trace: one event per attempt, no overlap per worker, valid Chrome JSON and SVG", "[metrics]") {
+  const int workers = GENERATE(1, 3);
+  flowpool::pool_options o;
+  o.workers = workers;
+  o.capacity = 8;
+  o.retry.max_attempts = 3;
+  o.retry.backoff_base = 300us;
+  fp_test::terminal_ledger ledger(300);
+  o.on_job_done = [&](const flowpool::job_record& rec) { ledger.record(rec); };
+  flowpool::metrics_options mo;
+  mo.trace_limit = 1'000'000;
+  flowpool::pool<int, int> pool(
+      o,
+      [](const int& j, flowpool::job_context& ctx) {
+        const auto burn = fp_test::spin(3000);
+        if (j % 5 == 0 && ctx.attempt() < 3) throw std::runtime_error("flaky");
+        if (j % 17 == 0) throw flowpool::permanent_error("broken");
+        return j + static_cast<int>(burn & 1U);
+      },
+      [](int&&) {}, mo);
+  for (int j = 1; j <= 300; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  const auto r = pool.wait();
+  REQUIRE(ledger.check(r).empty());
+  const auto m = pool.metrics();
+  const auto t = pool.trace();
+  CHECK(t.dropped == 0);
+  REQUIRE(t.attempts.size() == m.started);
+  // One event per (job, attempt), for attempts 1..attempts of every job.
+  std::set<std::pair<std::uint64_t, std::uint32_t>> seen;
+  for (const auto& e : t.attempts) {
+    CHECK(seen.insert({e.job, e.attempt}).second);
+    CHECK(e.end_ns >= e.start_ns);
+    CHECK(e.worker >= 1);
+    CHECK(e.worker <= workers);
+  }
+  for (std::uint64_t id = 1; id <= r.submitted; ++id) {
+    for (std::uint32_t a = 1; a <= ledger[id].attempts; ++a) CHECK(seen.count({id, a}) == 1);
+    // The last attempt's status is the job's; earlier ones were retried.
+    if (ledger[id].attempts > 1) CHECK(seen.count({id, ledger[id].attempts + 1}) == 0);
+  }
+  // Per worker, attempts never overlap.
+  std::map<int, std::int64_t> last_end;
+  for (const auto& e : t.attempts) {  // sorted by start
+    if (last_end.count(e.worker) != 0) CHECK(e.start_ns >= last_end[e.worker]);
+    last_end[e.worker] = e.end_ns;
+  }
+  CHECK(t.samples.size() >= 2);  // at least the start and the end
+  // Chrome trace: valid JSON, one X event per attempt, counter tracks.
+  std::ostringstream js;
+  flowpool::write_chrome_trace(js, {{"work", t}}, t.start_ns);
+  const auto doc = nlohmann::json::parse(js.str());
+  std::size_t x = 0, counters = 0;
+  for (const auto& ev : doc["traceEvents"]) {
+    if (ev["ph"] == "X") {
+      ++x;
+      CHECK(ev["args"].contains("job"));
+      CHECK(ev["args"].contains("attempt"));
+      CHECK(ev["args"].contains("status"));
+    }
+    if (ev["ph"] == "C") ++counters;
+  }
+  CHECK(x == t.attempts.size());
+  CHECK(counters == 2 * t.samples.size());
+  CHECK(doc["otherData"]["dropped_events"] == 0);
+  // SVG: one bar per attempt.
+  std::ostringstream svg;
+  flowpool::write_timeline_svg(svg, "test", {{"work", t}}, t.start_ns);
+  const std::string s = svg.str();
+  std::size_t bars = 0;
+  for (auto pos = s.find("class=\"attempt\""); pos != std::string::npos; pos = s.find("class=\"attempt\"", pos + 1)) ++bars;
+  CHECK(bars == t.attempts.size());
+}
+
+TEST_CASE("trace: bounded by trace_limit, and says how much it dropped", "[metrics]") {
+  flowpool::pool_options o;
+  o.workers = 2;
+  flowpool::metrics_options mo;
+  mo.trace_limit = 50;
+  flowpool::pool<int, int> pool(o, [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {}, mo);
+  for (int j = 0; j < 1000; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  (void)pool.wait();
+  const auto t = pool.trace();
+  CHECK(t.attempts.size() + t.samples.size() <= 50);
+  CHECK(t.dropped >= 1000 - 50);
+  CHECK(t.attempts.size() + t.samples.size() + t.dropped >= 1000);
+  std::ostringstream js;
+  flowpool::write_chrome_trace(js, {{"work", t}}, t.start_ns);
+  CHECK(nlohmann::json::parse(js.str())["otherData"]["dropped_events"] == t.dropped);
+}
+
+TEST_CASE("prometheus: the exposition parses under the format rules", "[metrics]") {
+  flowpool::pool_options o;
+  o.workers = 2;
+  flowpool::metrics_options mo;
+  mo.enabled = true;
+  flowpool::pool<int, int> pool(
+      o,
+      [](const int& j, flowpool::job_context&) {
+        if (j % 10 == 0) throw std::runtime_error("boom");
+        return j;
+      },
+      [](int&&) {}, mo);
+  for (int j = 1; j <= 200; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  (void)pool.wait();
+  const auto m = pool.metrics();
+  const std::string text = flowpool::to_prometheus("g\"raph\\\n", {{"stage-1", m}, {"second", m}});
+  INFO(text);
+  CHECK(check_exposition(text).empty());
+  INFO(check_exposition(text));
+  CHECK(text.find("flowpool_jobs_failed_total{graph=\"g\\\"raph\\\\\\n\",stage=\"stage-1\"} 20\n") != std::string::npos);
+  CHECK(text.find("flowpool_run_time_seconds_count{graph=\"g\\\"raph\\\\\\n\",stage=\"second\"} 200\n") !=
+        std::string::npos);
+  // The checker is real: it rejects broken input.
+  CHECK_FALSE(check_exposition("flowpool_x 1\n").empty());  // no TYPE
+  CHECK_FALSE(check_exposition("# TYPE flowpool_x counter\nflowpool_x{a=\"b} 1\n").empty());
+  CHECK_FALSE(check_exposition("# TYPE h histogram\nh_bucket{le=\"1\"} 5\nh_bucket{le=\"+Inf\"} 4\nh_count 4\n").empty());
+}
