@@ -373,6 +373,13 @@ def cmd_report(a):
       "T1/(2·T2); `× flowpool` is the peer's N=2 wall time over flowpool's (above 1: slower than flowpool). "
       "Command: `build/bench/bench/bm_peers --benchmark_repetitions=3` (JSON: `bench/results/bm_peers.json`).")
     w("")
+    la = ctx.get("load_avg") or [0]
+    if la[0] > (ctx.get("num_cpus") or 2):
+        w(f"**Caution:** the load average was {la[0]:.1f} on {ctx.get('num_cpus', '?')} CPUs when this run "
+          "started, so the benchmark often had about one CPU: N=2 figures and efficiencies below show the "
+          "share of the machine each run got as much as the peer, and differences between peers at N=2 "
+          "are not reliable. The idle 2-CPU slice above is the clean measurement.")
+        w("")
     workload_tables(L, idx, WORKLOADS)
     if os.path.exists(os.path.join(IMG, "bench-throughput.png")):
         w("![throughput against job size, N=2](img/bench-throughput.png)")
