@@ -1,7 +1,7 @@
 # The package test: installs flowpool into a temporary prefix, then builds the
 # consumer in tests/package/consumer/ three ways against it, runs each build and
 # checks every line it prints:
-#   1. find_package(flowpool CONFIG) from the prefix;
+#   1. find_package(flowpool CONFIG) from the prefix (and from the build tree's export());
 #   2. add_subdirectory() of flowpool's source tree;
 #   3. pkg-config and a plain compiler command.
 # Run by ctest (tests/package/CMakeLists.txt) as
@@ -171,6 +171,16 @@ endif()
 run(COMMAND "${CMAKE_COMMAND}" --build "${WORK_DIR}/consumer-find" -j 2)
 run(COMMAND "${WORK_DIR}/consumer-find/consumer" OUTPUT_VARIABLE out)
 check_consumer_output("find_package" "${out}")
+
+# The build tree's export() works the same way, without installing.
+step("consumer 1/3, again: find_package(flowpool CONFIG) from the build tree (flowpool_DIR)")
+run(COMMAND "${CMAKE_COMMAND}" -S "${consumer_src}" -B "${WORK_DIR}/consumer-buildtree" -G "${GENERATOR}"
+            "-DCMAKE_CXX_COMPILER=${CXX}" -DCMAKE_BUILD_TYPE=Release
+            -DFLOWPOOL_CONSUMER_EXPECTED_BUILD_TYPE=Release
+            -DFLOWPOOL_CONSUMER_MODE=find_package "-Dflowpool_DIR=${WORK_DIR}/flowpool-build")
+run(COMMAND "${CMAKE_COMMAND}" --build "${WORK_DIR}/consumer-buildtree" -j 2)
+run(COMMAND "${WORK_DIR}/consumer-buildtree/consumer" OUTPUT_VARIABLE out)
+check_consumer_output("find_package (build tree)" "${out}")
 
 # SameMajorVersion: the next major version is not accepted.
 math(EXPR next_major "${major} + 1")
