@@ -565,9 +565,7 @@ def cmd_report(a):
             w("![scaling on the 16-core machine](img/bench-scaling-16core.png)")
             w("")
 
-    if os.path.exists(KERNELS_DOC):
-        w("## Kernels")
-        w("")
+    if os.path.exists(KERNELS_DOC):  # bench/kernels.sh's page, verbatim (it brings its own heading)
         with open(KERNELS_DOC) as f:
             w(f.read().rstrip())
         w("")
