@@ -463,6 +463,16 @@ class MalformedInputTests(unittest.TestCase):
             self.assertEqual(rc, 2, err)
             self.assertIn("is a directory", err)
 
+    def test_output_not_writable(self):
+        with tempfile.TemporaryDirectory() as d:
+            src = os.path.join(d, "in")
+            with open(src, "wb") as f:
+                f.write(b"data")
+            rc, out, err = run("run", graph("compress.json"), "-q", "--set", f"source.path={src}",
+                               "--set", f"sink.path={d}/no/such/dir/o.zst", text=True)
+            self.assertEqual(rc, 2, err)
+            self.assertIn(f'cannot create "{d}/no/such/dir/o.zst.partial": No such file or directory', err)
+
     def test_unreadable_file(self):
         with tempfile.TemporaryDirectory() as d:
             os.chmod(d, 0o755)

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -253,7 +254,7 @@ void run_exec(const exec_config& cfg, item& it, job_context& job) {
       return false;  // EOF or error
     }
   };
-  int idle_ms = 1;
+  int idle_us = 1;
   while (out_open || err_open) {
     if (job.stop_requested()) {
       child.terminate(cfg.grace);
@@ -290,8 +291,8 @@ void run_exec(const exec_config& cfg, item& it, job_context& job) {
       pass_stderr(pending_err, it.id, true);
       job.throw_if_stop_requested();
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(std::min(idle_ms, 10'000)));
-    idle_ms *= 2;
+    std::this_thread::sleep_for(std::chrono::microseconds(idle_us));
+    idle_us = std::min(idle_us * 2, 10'000);  // 1 us, 2 us, ... up to 10 ms between checks
   }
   pass_stderr(pending_err, it.id, true);
   if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) throw std::runtime_error(describe_status(args[0], status));

@@ -59,7 +59,13 @@ class checksums_sink final : public sink {
 // lets --resume truncate to exactly that and continue.
 class file_sink final : public sink {
  public:
-  explicit file_sink(std::string path) : path_(std::move(path)), partial_(path_ + ".partial") {}
+  // Opens (without truncating) path.partial at once, so an unwritable output fails
+  // before the run starts (exit 2). A fresh run truncates it at its first result; a
+  // resumed one keeps the saved prefix (load_state).
+  explicit file_sink(std::string path) : path_(std::move(path)), partial_(path_ + ".partial") {
+    fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd_ < 0) fail_io("cannot create");
+  }
   file_sink(const file_sink&) = delete;
   file_sink& operator=(const file_sink&) = delete;
   ~file_sink() override {
@@ -67,7 +73,7 @@ class file_sink final : public sink {
   }
 
   void consume(item&& it) override {
-    if (fd_ < 0) open_fresh();
+    if (!started_) start_fresh();
     if (it.id < next_id_) return;  // already in the file (a resumed run)
     if (it.id != next_id_) {  // an earlier item is still missing: hold this one
       pending_.emplace(it.id, std::move(it.value));
@@ -82,7 +88,7 @@ class file_sink final : public sink {
   }
 
   void finish() override {
-    if (fd_ < 0) open_fresh();  // no items: an empty file
+    if (!started_) start_fresh();  // no items: an empty file
     if (!pending_.empty()) {
       throw_error(errc::io, "file: \"" + path_ + "\": item " + std::to_string(next_id_) +
                                 " never arrived; the output is incomplete and was left in \"" + partial_ + "\"");
@@ -118,9 +124,9 @@ class file_sink final : public sink {
     }
     next_id_ = s.at("next_id").get<std::uint64_t>();
     bytes_ = s.at("bytes").get<std::uint64_t>();
-    fd_ = ::open(partial_.c_str(), O_WRONLY | O_CLOEXEC);
+    started_ = true;
     struct stat st {};
-    if (fd_ < 0 || ::fstat(fd_, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < bytes_) {
+    if (::fstat(fd_, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < bytes_) {
       throw_error(errc::io, "file: --resume: \"" + partial_ + "\" is missing or shorter than the saved " +
                                 std::to_string(bytes_) + " bytes");
     }
@@ -132,9 +138,9 @@ class file_sink final : public sink {
   [[nodiscard]] bool needs_rerun(std::uint64_t id) const override { return id >= next_id_; }
 
  private:
-  void open_fresh() {
-    fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd_ < 0) fail_io("cannot create");
+  void start_fresh() {
+    if (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) < 0) fail_io("cannot truncate");
+    started_ = true;
   }
   void append(const std::string& data) {
     const char* p = data.data();
@@ -156,6 +162,7 @@ class file_sink final : public sink {
   std::string path_;
   std::string partial_;
   int fd_ = -1;
+  bool started_ = false;  // truncated (fresh run) or restored (resume)
   std::uint64_t next_id_ = 1;
   std::uint64_t bytes_ = 0;
   std::map<std::uint64_t, std::string> pending_;
