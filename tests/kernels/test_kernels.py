@@ -196,6 +196,26 @@ class CompressTests(unittest.TestCase):
             self.roundtrip(d, data, ["-j", "4", "--set", "source.size=4096", "--set", "stages[0].params.level=19"])
             self.roundtrip(d, data, ["--set", "source.size=1"][:0] + ["--set", "source.size=65537"])
 
+    def test_memory_bounded_by_capacity(self):
+        # 64 MiB in 1 MiB chunks through a queue of 4: the process never holds the input whole.
+        libs = subprocess.run(["ldd", BIN], capture_output=True, text=True).stdout
+        if "libasan" in libs or "libtsan" in libs:
+            self.skipTest("peak RSS means nothing under a sanitizer's shadow memory and quarantine")
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = os.path.join(d, "in"), os.path.join(d, "out.zst")
+            with open(src, "wb") as f:
+                for _ in range(64):
+                    f.write(os.urandom(MIB))
+            p = subprocess.Popen([BIN, "run", graph("compress.json"), "-q", "--capacity", "4",
+                                  "--set", f"source.path={src}", "--set", f"sink.path={dst}"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            self.assertEqual(p.returncode, 0, p.stderr.read())
+            p.stderr.close()
+            self.assertLess(usage.ru_maxrss, 48 * 1024, "peak RSS in KiB: well under the 64 MiB input")
+            self.assertEqual(os.path.getsize(dst) > 64 * MIB, True, "random data does not compress")
+
     def test_stdin(self):
         with tempfile.TemporaryDirectory() as d:
             data = text_like(2 * MIB + 3, 11)
