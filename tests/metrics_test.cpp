@@ -381,7 +381,7 @@ double saturation_of(int workers, int busy_jobs, bool cpu) {
 TEST_CASE("saturation: at least 0.9 when every worker has work all the time", "[timing]") {
   const int workers = GENERATE(1, 2);
   // A deep queue of CPU jobs, submitted up front: workers never wait for work.
-  const int jobs = fp_test::sanitized() ? 100 : 300;
+  const int jobs = fp_test::sanitized() ? 150 : 1000;
   double s = saturation_of(workers, jobs, true);
   if (s < 0.9) {
     std::printf("saturation: first try %.3f, retrying once\n", s);

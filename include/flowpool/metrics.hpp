@@ -184,6 +184,8 @@ struct trace_data {
 /// Off (the default) costs one predictable branch per batch and per submit. On, it
 /// costs one clock read per job attempt and one per submit, plus per-worker counters
 /// that never share a cache line. Tracing costs more: one event record per attempt.
+/// On x86 the clock is the invariant TSC, calibrated against `steady_clock` once per
+/// process: the first pool with metrics on spends about 2 ms on that.
 ///
 /// @code
 ///   flowpool::metrics_options m;

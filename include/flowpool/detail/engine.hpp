@@ -50,6 +50,11 @@
 #include <utility>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#include <x86intrin.h>
+#endif
+
 #include "flowpool/detail/runtime.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
@@ -72,6 +77,62 @@ FLOWPOOL_API std::chrono::nanoseconds backoff_delay(const retry_policy& r, std::
 
 /// A message describing the exception currently being handled (call from a catch block).
 FLOWPOOL_API std::string describe_current_exception();
+
+/// The clock metrics read on the hot path: the invariant TSC on x86 (a few ns per
+/// read, against tens of ns for a vDSO steady_clock read under a hypervisor),
+/// else steady_clock. Values are steady_clock nanoseconds: the TSC rate is
+/// calibrated once per process (about 2 ms, on the first pool with metrics on),
+/// and each pool anchors it to steady_clock when it starts, so drift is limited to
+/// the rate error over one run.
+class metrics_clock {
+ public:
+  metrics_clock() noexcept : rate_(calibration()) {
+    anchor_ns_ = steady_ns();
+#if defined(__x86_64__) || defined(__i386__)
+    anchor_tsc_ = __rdtsc();
+#endif
+  }
+  /// Now, in steady_clock nanoseconds. Thread-safe, lock-free.
+  [[nodiscard]] std::int64_t now_ns() const noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    if (rate_ > 0) {
+      const auto ticks = static_cast<std::int64_t>(__rdtsc() - anchor_tsc_);
+      return anchor_ns_ + static_cast<std::int64_t>(static_cast<double>(ticks) * rate_);
+    }
+#endif
+    return steady_ns();
+  }
+
+ private:
+  static std::int64_t steady_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  // ns per TSC tick, or 0 when the TSC is not usable (not x86, or not invariant).
+  static double calibration() noexcept {
+    static const double rate = [] {
+#if defined(__x86_64__) || defined(__i386__)
+      unsigned a = 0, b = 0, c = 0, d = 0;
+      if (__get_cpuid(0x80000007U, &a, &b, &c, &d) == 0 || (d & (1U << 8)) == 0) return 0.0;  // invariant TSC
+      const std::int64_t s0 = steady_ns();
+      const std::uint64_t t0 = __rdtsc();
+      std::int64_t s1 = s0;
+      while (s1 - s0 < 2'000'000) s1 = steady_ns();
+      const std::uint64_t t1 = __rdtsc();
+      if (t1 <= t0) return 0.0;
+      return static_cast<double>(s1 - s0) / static_cast<double>(t1 - t0);
+#else
+      return 0.0;
+#endif
+    }();
+    return rate;
+  }
+
+  double rate_;
+  std::int64_t anchor_ns_ = 0;
+  std::uint64_t anchor_tsc_ = 0;
+};
 
 template <class Job, class Result>
 class engine {
@@ -101,7 +162,10 @@ class engine {
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),
         metrics_(mopts_.enabled || tracing_ || static_cast<bool>(mopts_.on_snapshot)) {
-    if (metrics_) slots_ = std::make_unique<worker_slot[]>(static_cast<std::size_t>(n_));
+    if (metrics_) {
+      slots_ = std::make_unique<worker_slot[]>(static_cast<std::size_t>(n_));
+      mclock_.emplace();
+    }
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
@@ -172,8 +236,8 @@ class engine {
   /// mode: 0 = don't block, 1 = block until space, 2 = block until `until`.
   push_result push(Job&& job, policy_ptr policy, int mode, clock::time_point until) {
     if (policy) validate(*policy);
-    clock::time_point enq{};
-    if (metrics_) enq = clock::now();  // read outside the lock; re-read below if we waited
+    std::int64_t enq = 0;
+    if (metrics_) enq = mclock_->now_ns();  // read outside the lock; re-read below if we waited
     std::unique_lock lk(mu_);
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
     if (queue_.size() >= capacity_ && !cancelled_) {
@@ -200,7 +264,7 @@ class engine {
       if (waiting_producers_ == 0) producers_gone_.notify_all();
       if (!ok) return push_result::full;
       if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
-      if (metrics_) enq = clock::now();
+      if (metrics_) enq = mclock_->now_ns();
     }
     if (cancelled_) return push_result::cancelled;
     queue_.push_back(std::move(job));
@@ -292,12 +356,13 @@ class engine {
     m.wall = std::chrono::nanoseconds(now - ns_of(start_));
     if (!metrics_) return m;
     std::int64_t busy = 0;
+    const std::int64_t mnow = mclock_->now_ns();
     for (int w = 0; w < n_; ++w) {
       const worker_slot& s = slots_[static_cast<std::size_t>(w)];
       m.started += s.started.load(std::memory_order_relaxed);
       busy += static_cast<std::int64_t>(s.busy_ns.load(std::memory_order_relaxed));
       const std::int64_t since = s.busy_since.load(std::memory_order_relaxed);
-      if (since != 0 && !m.final && now > since) busy += now - since;  // the batch running now
+      if (since != 0 && !m.final && mnow > since) busy += mnow - since;  // the batch running now
       s.wait.read_into(m.queue_wait);
       s.run.read_into(m.run_time);
     }
@@ -403,7 +468,7 @@ class engine {
     Job job;
     std::uint64_t id = 0;
     std::uint32_t attempt = 1;  // the attempt about to run
-    clock::time_point ready_at{};  // metrics: when it entered the queue (or its backoff ended)
+    std::int64_t ready_at = 0;  // metrics: when it entered the queue (or its backoff ended), ns
   };
 
   struct delayed {  // a job in backoff, ordered by when it is due
@@ -573,37 +638,36 @@ class engine {
 
   void run_batch(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     busy_.fetch_add(1, std::memory_order_relaxed);
-    const auto t0 = clock::now();
-    clock::time_point t1;
+    std::int64_t ns = 0;
     if (metrics_) [[unlikely]] {
-      t1 = run_batch_measured(wid, batch, outs, t0);
+      ns = run_batch_measured(wid, batch, outs);
     } else {
+      const auto t0 = clock::now();
       for (auto& item : batch) run_one(item, wid, outs);
-      t1 = clock::now();
+      // One clock read per batch: the mean job cost steers the next batch size.
+      ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
     }
-    // One clock read per batch: the mean job cost steers the next batch size.
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
     job_cost_ns_[static_cast<std::size_t>(wid - 1)] =
         std::max<std::uint64_t>(1, static_cast<std::uint64_t>(ns) / batch.size());
     busy_.fetch_sub(1, std::memory_order_relaxed);
   }
 
   // run_batch with metrics on: one clock read per attempt (its end is the next one's
-  // start), counters and histograms in this worker's own slot. Returns the end time.
-  clock::time_point run_batch_measured(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs,
-                                       clock::time_point t0) {
+  // start), counters and histograms in this worker's own slot. Returns the batch's ns.
+  std::int64_t run_batch_measured(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     worker_slot& slot = slots_[static_cast<std::size_t>(wid - 1)];
-    slot.busy_since.store(ns_of(t0), std::memory_order_relaxed);
-    clock::time_point t = t0;
+    const std::int64_t t0 = mclock_->now_ns();
+    slot.busy_since.store(t0, std::memory_order_relaxed);
+    std::int64_t t = t0;
     std::uint64_t started = 0;
     for (auto& item : batch) {
       const std::size_t before = outs.size();
       const bool ran = run_one(item, wid, outs);
-      const clock::time_point end = clock::now();
+      const std::int64_t end = mclock_->now_ns();
       if (ran) {
         ++started;
-        slot.wait.add(ns_of(t) - ns_of(item.ready_at));
-        slot.run.add(ns_of(end) - ns_of(t));
+        slot.wait.add(t - item.ready_at);
+        slot.run.add(end - t);
         if (tracing_) {
           attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
           if (outs.size() > before) {
@@ -613,15 +677,15 @@ class engine {
               case job_status::cancelled: st = attempt_status::cancelled; break;
             }
           }
-          record_event(slot, attempt_event{item.id, item.attempt, wid, st, ns_of(t), ns_of(end)});
+          record_event(slot, attempt_event{item.id, item.attempt, wid, st, t, end});
         }
       }
       t = end;
     }
     atomic_histogram::bump(slot.started, started);
-    atomic_histogram::bump(slot.busy_ns, static_cast<std::uint64_t>(ns_of(t) - ns_of(t0)));
+    atomic_histogram::bump(slot.busy_ns, static_cast<std::uint64_t>(t - t0));
     slot.busy_since.store(0, std::memory_order_relaxed);
-    return t;
+    return t - t0;
   }
 
   // Keeps at most trace_limit events (attempts and samples) over the whole run.
@@ -733,7 +797,7 @@ class engine {
 
   void schedule_retry(work_item& item, const retry_policy& p) {
     const auto due = clock::now() + backoff_delay(p, item.id, item.attempt);
-    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, due});
+    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ns_of(due)});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
     graph_->reserve_wait();
@@ -783,7 +847,7 @@ class engine {
     spawn_workers(spawn);
     if (now >= next_sample_) {
       if (trace_budget()) {
-        samples_.push_back(gauge_sample{ns_of(now), depth_pub_.load(std::memory_order_relaxed),
+        samples_.push_back(gauge_sample{mclock_->now_ns(), depth_pub_.load(std::memory_order_relaxed),
                                         busy_.load(std::memory_order_relaxed)});
       }
       next_sample_ = std::max(next_sample_ + mopts_.sample_period, now);
@@ -1039,7 +1103,7 @@ class engine {
     pub_failed_.store(r.failed, std::memory_order_relaxed);
     pub_cancelled_.store(r.cancelled, std::memory_order_relaxed);
     if (tracing_ && trace_budget()) {
-      samples_.push_back(gauge_sample{ns_of(end), 0, 0});  // the timer is stopped: samples_ is ours
+      samples_.push_back(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
     }
     if (late_cause_ && why != cancel_cause::failure) {  // the serial stage failed after a cancel
       why = cancel_cause::failure;
@@ -1139,7 +1203,8 @@ class engine {
   alignas(64) std::atomic<std::uint64_t> trace_used_{0};
   std::atomic<std::uint64_t> trace_dropped_{0};
   std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
-  std::deque<clock::time_point> enqueued_at_;  // parallel to queue_, guarded by mu_
+  std::deque<std::int64_t> enqueued_at_;       // parallel to queue_ (ns), guarded by mu_
+  std::optional<metrics_clock> mclock_;        // set when metrics are on
   std::unique_ptr<worker_slot[]> slots_;       // one per worker id
   std::vector<gauge_sample> samples_;          // timer thread only, then finish()
   clock::time_point next_sample_ = clock::time_point::max();    // timer thread only

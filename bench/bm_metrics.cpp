@@ -1,0 +1,84 @@
+// bench/bm_metrics.cpp - the cost of metrics and tracing on the empty-job path.
+//
+// The same pool (N workers, capacity 1024, empty jobs, one producer) with metrics
+// off, metrics on, and metrics + tracing on. BM_metrics_ratio runs the three
+// interleaved in every iteration, so machine noise hits them alike, and reports
+// ns/job for each and the ratios on/off and trace/off from the one run.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdint>
+
+#include "flowpool/flowpool.hpp"
+
+namespace {
+
+enum class mode { off, on, trace };
+
+std::uint64_t run_pool(int workers, std::int64_t jobs, mode m) {
+  flowpool::pool_options o;
+  o.workers = workers;
+  o.capacity = 1024;
+  flowpool::metrics_options mo;
+  mo.enabled = m != mode::off;
+  if (m == mode::trace) mo.trace_limit = static_cast<std::size_t>(jobs) + 100'000;
+  std::uint64_t sum = 0;
+  flowpool::pool<std::uint64_t, std::uint64_t> pool(
+      o, [](const std::uint64_t& j, flowpool::job_context&) { return j; }, [&sum](std::uint64_t&& r) { sum += r; },
+      mo);
+  for (std::int64_t i = 0; i < jobs; ++i) pool.submit(static_cast<std::uint64_t>(i));
+  pool.close();
+  (void)pool.wait();
+  if (m != mode::off) benchmark::DoNotOptimize(pool.metrics().run_time.count);
+  return sum;
+}
+
+void per_job(benchmark::State& state, std::int64_t jobs) {
+  state.SetItemsProcessed(state.iterations() * jobs);
+  state.counters["ns_per_job"] = benchmark::Counter(static_cast<double>(state.iterations() * jobs),
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+constexpr std::int64_t kJobs = 1'000'000;
+
+void BM_empty_metrics_off(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(run_pool(static_cast<int>(state.range(0)), kJobs, mode::off));
+  per_job(state, kJobs);
+}
+void BM_empty_metrics_on(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(run_pool(static_cast<int>(state.range(0)), kJobs, mode::on));
+  per_job(state, kJobs);
+}
+void BM_empty_metrics_trace(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(run_pool(static_cast<int>(state.range(0)), kJobs, mode::trace));
+  per_job(state, kJobs);
+}
+
+// Off, on and trace interleaved, 200k jobs each per iteration; ratios from this one run.
+void BM_metrics_ratio(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  constexpr std::int64_t jobs = 200'000;
+  double t[3] = {0, 0, 0};
+  for (auto _ : state) {
+    for (const mode m : {mode::off, mode::on, mode::trace}) {
+      const auto t0 = std::chrono::steady_clock::now();
+      benchmark::DoNotOptimize(run_pool(n, jobs, m));
+      t[static_cast<int>(m)] += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    }
+  }
+  const auto per = static_cast<double>(state.iterations() * jobs);
+  state.counters["off_ns_per_job"] = t[0] / per;
+  state.counters["on_ns_per_job"] = t[1] / per;
+  state.counters["trace_ns_per_job"] = t[2] / per;
+  state.counters["on_over_off"] = t[1] / t[0];
+  state.counters["trace_over_off"] = t[2] / t[0];
+}
+
+}  // namespace
+
+BENCHMARK(BM_empty_metrics_off)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_empty_metrics_on)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_empty_metrics_trace)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_metrics_ratio)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
