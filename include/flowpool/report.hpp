@@ -36,23 +36,28 @@ enum class run_status : std::uint8_t {
   timed_out,  ///< the run deadline passed
 };
 
-/// Stable lower-case names: "succeeded", "exception", "timed_out", ...
+/// The stable lower-case name of a job status: "succeeded", "failed" or "cancelled".
+/// Thread-safe; never throws. Example: `to_string(job_status::failed) == "failed"`.
 FLOWPOOL_API std::string_view to_string(job_status s) noexcept;
+/// The stable lower-case name of an error kind: "exception", "timeout", "aggregator", ...
+/// Thread-safe; never throws. Example: `to_string(error_kind::timeout) == "timeout"`.
 FLOWPOOL_API std::string_view to_string(error_kind k) noexcept;
+/// The stable lower-case name of a run status: "ok", "failed", "cancelled" or "timed_out".
+/// Thread-safe; never throws. Example: `to_string(r.status)` for a log line.
 FLOWPOOL_API std::string_view to_string(run_status s) noexcept;
 
 /// One failed (or failure-cancelled) job, as listed in `report::errors`.
 struct job_error {
   std::uint64_t job = 0;       ///< the job's id (its 1-based submission sequence number)
   std::uint32_t attempts = 0;  ///< attempts made, including the last one
-  error_kind kind = error_kind::exception;
+  error_kind kind = error_kind::exception;  ///< what ended the job: an exception, a timeout, ...
   std::string message;  ///< `what()` of the last exception, or a description
 };
 
 /// The terminal record of one job, handed to `pool_options::on_job_done`.
 struct job_record {
   std::uint64_t job = 0;  ///< the job's id
-  job_status status = job_status::succeeded;
+  job_status status = job_status::succeeded;  ///< its one terminal state
   std::uint32_t attempts = 0;  ///< 0 when the job was cancelled before it ever started
   int worker = 0;              ///< 1..N of the worker that ran the last attempt; 0 if none
   std::chrono::nanoseconds duration{0};  ///< run time of the last attempt
@@ -61,11 +66,11 @@ struct job_record {
 /// The result of `pool::wait()`. Invariant (checked by the tests):
 /// `submitted == succeeded + failed + cancelled`.
 struct [[nodiscard]] report {
-  run_status status = run_status::ok;
-  std::uint64_t submitted = 0;
-  std::uint64_t succeeded = 0;
-  std::uint64_t failed = 0;
-  std::uint64_t cancelled = 0;
+  run_status status = run_status::ok;  ///< how the run as a whole ended
+  std::uint64_t submitted = 0;         ///< jobs accepted by submit()/try_submit()/submit_for()
+  std::uint64_t succeeded = 0;         ///< jobs whose result reached the aggregator
+  std::uint64_t failed = 0;            ///< jobs that failed for good (after their retries)
+  std::uint64_t cancelled = 0;         ///< jobs ended by cancel, a deadline or a failure policy
   std::uint64_t retried = 0;  ///< attempts beyond the first, over all jobs
   std::chrono::nanoseconds wall{0};  ///< from pool construction to the end of wait()
   std::size_t max_queue_depth = 0;   ///< never exceeds the configured capacity
