@@ -23,18 +23,22 @@ constexpr int kExitTimedOut = 3;
 std::atomic<int> g_signal{0};
 
 extern "C" void on_signal(int sig) {
-  // First signal: ask the run to stop (it cancels, writes its report, exits 128+sig).
-  // Second one: exit at once.
+  // First signal: ask the run to stop (it cancels, kills and reaps exec children, writes
+  // its report, exits 128+sig). A second one exits at once, except SIGPIPE: every later
+  // write to the closed pipe raises it again, and the graceful stop must still happen.
   int expected = 0;
-  if (!g_signal.compare_exchange_strong(expected, sig)) _exit(128 + sig);
+  if (g_signal.compare_exchange_strong(expected, sig)) return;
+  if (sig != SIGPIPE) _exit(128 + sig);
 }
 
+// SIGHUP (terminal closed), SIGQUIT and SIGPIPE (`flowpool run ... | head`) stop the run the
+// same graceful way as SIGINT and SIGTERM: exec children run in their own process groups, so
+// without this they would outlive a flowpool killed by one of these signals.
 void install_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) sigaction(sig, &sa, nullptr);
 }
 
 // Prints every problem of a spec error as "flowpool: <file>: <path>: <message>".

@@ -30,7 +30,27 @@ def graph(name):
 def run(*args, timeout=120, stdin=None, as_nobody=False, text=False):
     cmd = [BIN, *args]
     if as_nobody and os.geteuid() == 0:  # root reads any file: drop to nobody to test "unreadable"
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        # nobody may not reach the checkout (a clone under /root is mode 700): run a copy of the
+        # binary and of every graph named on the command line from a world-readable directory.
+        tools = tempfile.mkdtemp(prefix="flowpool-nobody-")
+        os.chmod(tools, 0o755)
+        exe = os.path.join(tools, "flowpool")
+        shutil.copy2(BIN, exe)
+        os.chmod(exe, 0o755)
+        moved = []
+        for a in args:
+            if a.startswith(os.path.join(REPO, "graphs") + os.sep):
+                copy = os.path.join(tools, os.path.basename(a))
+                shutil.copy2(a, copy)
+                os.chmod(copy, 0o644)
+                a = copy
+            moved.append(a)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe, *moved]
+        try:
+            p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=stdin, text=text)
+        finally:
+            shutil.rmtree(tools, ignore_errors=True)
+        return p.returncode, p.stdout, p.stderr
     p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=stdin, text=text)
     return p.returncode, p.stdout, p.stderr
 
@@ -206,7 +226,8 @@ class CompressTests(unittest.TestCase):
             with open(src, "wb") as f:
                 for _ in range(64):
                     f.write(os.urandom(MIB))
-            p = subprocess.Popen([BIN, "run", graph("compress.json"), "-q", "--capacity", "4",
+            # -j 2: each worker holds a few MiB, and the property is about --capacity, not cores.
+            p = subprocess.Popen([BIN, "run", graph("compress.json"), "-q", "-j", "2", "--capacity", "4",
                                   "--set", f"source.path={src}", "--set", f"sink.path={dst}"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             _, status, usage = os.wait4(p.pid, 0)
@@ -233,13 +254,14 @@ class CompressTests(unittest.TestCase):
                 f.write(data)
             # A slow first stage (20 ms per 64 KiB chunk) so the run is still going when interrupted.
             slow = ["--set", "source.size=65536", "--set", "options.capacity=4",
-                    "--set", 'stages=[{"name":"slow","kernel":"sleep","params":{"ms":20}},'
+                    "--set", 'stages=[{"name":"slow","kernel":"sleep","workers":1,"params":{"ms":20}},'
                              '{"name":"compress","kernel":"zstd","workers":2}]']
             args = ["run", graph("compress.json"), "-q", "--set", f"source.path={src}", "--set", f"sink.path={dst}",
                     "--joblog", log, *slow]
             p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             # Interrupt once some output is written (the whole run takes about 48 x 20 ms).
-            wait_for(lambda: os.path.exists(dst + ".partial") and os.path.getsize(dst + ".partial") > 0, 30)
+            self.assertTrue(wait_for(lambda: os.path.exists(dst + ".partial") and os.path.getsize(dst + ".partial") > 0,
+                                     30), "some output was written before the interrupt")
             p.send_signal(signal.SIGINT)
             _, err = p.communicate(timeout=60)
             self.assertEqual(p.returncode, 130, err)
@@ -412,7 +434,10 @@ class ExecTests(unittest.TestCase):
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     kids = wait_for(lambda: children_of(p.pid), 10)
                     self.assertTrue(kids, "the command was started")
-                    grandkids = {g for k in kids for g in children_of(k)}
+                    grandkids = set()
+                    if argv[0] == "sh":  # wait until sh has forked its sleep, so the check can fail
+                        grandkids = set(wait_for(lambda: {g for k in kids for g in children_of(k)}, 10) or ())
+                        self.assertTrue(grandkids, "sh started its sleep")
                     _, err = p.communicate(timeout=30)
                     self.assertEqual(p.returncode, 1, err)
                     self.assertLess(time.monotonic() - t0, 20)

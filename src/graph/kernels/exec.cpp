@@ -214,6 +214,8 @@ void run_exec(const exec_config& cfg, item& it, job_context& job) {
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, out.w, STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&fa, err.w, STDERR_FILENO);
+  // No other descriptor of ours (joblog, input files, a metrics temp file) leaks into the child.
+  posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
   sigset_t none, defaults;
   sigemptyset(&none);
   sigemptyset(&defaults);
