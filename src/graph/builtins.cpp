@@ -186,14 +186,7 @@ class sum_sink final : public sink {
 
 param_info P(std::string name, param_type type, nlohmann::json def, std::string help, double lo = 0,
              double hi = 9.0e15) {
-  param_info p;
-  p.name = std::move(name);
-  p.type = type;
-  p.default_value = std::move(def);
-  p.help = std::move(help);
-  p.min = lo;
-  p.max = hi;
-  return p;
+  return detail::make_param(std::move(name), type, std::move(def), std::move(help), lo, hi);
 }
 
 void register_builtins(registry& r) {
