@@ -13,6 +13,13 @@
 
 namespace flowpool {
 
+namespace detail {
+/// Tag of job_context's borrowing constructor (engine use only).
+struct borrow_stop_token_t {
+  explicit borrow_stop_token_t() = default;
+};
+}  // namespace detail
+
 /// Passed by reference to every job. It tells the job its id, which worker
 /// runs it, which attempt this is, and whether the run is being cancelled.
 ///
@@ -39,7 +46,14 @@ class job_context {
   /// Builds a context. flowpool does this for you; tests may build their own.
   job_context(std::uint64_t id, int worker, std::uint32_t attempt, std::stop_token stop,
               clock::time_point deadline = clock::time_point::max()) noexcept
-      : id_(id), worker_(worker), attempt_(attempt), stop_(std::move(stop)), deadline_(deadline) {}
+      : id_(id), worker_(worker), attempt_(attempt), own_(std::move(stop)), deadline_(deadline) {}
+
+  /// Builds a context that refers to `stop` instead of holding a copy: the engine
+  /// uses it so that a job costs no reference-count traffic on the shared stop
+  /// state. `stop` must outlive the context.
+  job_context(detail::borrow_stop_token_t /*tag*/, std::uint64_t id, int worker, std::uint32_t attempt,
+              const std::stop_token& stop, clock::time_point deadline = clock::time_point::max()) noexcept
+      : id_(id), worker_(worker), attempt_(attempt), borrowed_(&stop), deadline_(deadline) {}
 
   /// The job's id: its 1-based submission sequence number, stable across retries.
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
@@ -54,12 +68,12 @@ class job_context {
   /// attempt's deadline has passed. C++ cannot pre-empt a running function:
   /// a job that wants to stop early must poll this.
   [[nodiscard]] bool stop_requested() const noexcept {
-    return stop_.stop_requested() ||
+    return token().stop_requested() ||
            (deadline_ != clock::time_point::max() && clock::now() >= deadline_);
   }
   /// A `std::stop_token` that fires on run cancellation (not on the attempt
   /// deadline), for APIs that take one, e.g. `std::condition_variable_any::wait`.
-  [[nodiscard]] std::stop_token stop_token() const noexcept { return stop_; }
+  [[nodiscard]] std::stop_token stop_token() const noexcept { return token(); }
 
   /// Throws `flowpool::error(errc::cancelled)` if `stop_requested()`. A job that
   /// lets this exception escape is recorded as cancelled (or as a timeout, if
@@ -69,10 +83,13 @@ class job_context {
   }
 
  private:
+  [[nodiscard]] const std::stop_token& token() const noexcept { return borrowed_ != nullptr ? *borrowed_ : own_; }
+
   std::uint64_t id_;
   int worker_;
   std::uint32_t attempt_;
-  std::stop_token stop_;
+  std::stop_token own_;                        // the token given to the public constructor
+  const std::stop_token* borrowed_ = nullptr;  // the engine's token, when it lends one
   clock::time_point deadline_;
 };
 

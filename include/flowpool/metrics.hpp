@@ -122,7 +122,7 @@ struct metrics_snapshot {
   std::chrono::nanoseconds wall{0};       ///< from the pool's construction to now (or to the end of the run)
   bool final = false;                     ///< true once the run is over: the figures no longer change
   histogram queue_wait;  ///< per attempt: from entering the queue (or the end of a backoff) to starting
-  histogram run_time;    ///< per attempt: how long the worker ran it
+  histogram run_time;    ///< per attempt: how long the job body ran (the interval of job_record::duration)
 
   /// busy_time / (workers * wall): 1.0 means every worker was busy all the time. 0 before any wall time.
   [[nodiscard]] double saturation() const noexcept {

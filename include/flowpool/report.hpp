@@ -60,7 +60,7 @@ struct job_record {
   job_status status = job_status::succeeded;  ///< its one terminal state
   std::uint32_t attempts = 0;  ///< 0 when the job was cancelled before it ever started
   int worker = 0;              ///< 1..N of the worker that ran the last attempt; 0 if none
-  std::chrono::nanoseconds duration{0};  ///< run time of the last attempt
+  std::chrono::nanoseconds duration{0};  ///< run time of the last attempt (with metrics on, the same interval its `run_time` histogram sample records)
 };
 
 /// The result of `pool::wait()`. Invariant (checked by the tests):
