@@ -54,17 +54,23 @@ void BM_empty_metrics_trace(benchmark::State& state) {
   per_job(state, kJobs);
 }
 
-// Off, on and trace interleaved, 200k jobs each per iteration; ratios from this one run.
+// Off, on and trace interleaved, 200k jobs each per iteration, in a rotating order;
+// ratios from this one run.
 void BM_metrics_ratio(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   constexpr std::int64_t jobs = 200'000;
   double t[3] = {0, 0, 0};
+  constexpr mode order[3] = {mode::off, mode::on, mode::trace};
+  std::size_t rotate = 0;
   for (auto _ : state) {
-    for (const mode m : {mode::off, mode::on, mode::trace}) {
+    // The order rotates each iteration: no mode always runs first (or after another).
+    for (std::size_t k = 0; k < 3; ++k) {
+      const mode m = order[(k + rotate) % 3];
       const auto t0 = std::chrono::steady_clock::now();
       benchmark::DoNotOptimize(run_pool(n, jobs, m));
       t[static_cast<int>(m)] += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
     }
+    ++rotate;
   }
   const auto per = static_cast<double>(state.iterations() * jobs);
   state.counters["off_ns_per_job"] = t[0] / per;

@@ -294,8 +294,7 @@ class engine {
       if (metrics_) enq = mclock_->now_ns();
     }
     if (cancelled_) return push_result::cancelled;
-    queue_.push_back(std::move(job));
-    if (metrics_) enqueued_at_.push_back(enq);
+    queue_.push_back(queued{std::move(job), enq});
     if (policy) {  // rare: keeps queue entries plain jobs
       policies_.emplace(next_id_, std::move(policy));
       has_policies_.store(true, std::memory_order_release);
@@ -604,12 +603,9 @@ class engine {
       } else {
         const std::size_t count = batch_size_locked(wid);
         for (std::size_t i = 0; i < count; ++i) {
-          batch.push_back(work_item{std::move(queue_.front()), next_pop_id_++, 1});
+          queued& q = queue_.front();
+          batch.push_back(work_item{std::move(q.job), next_pop_id_++, 1, q.enqueued_at});
           queue_.pop_front();
-          if (metrics_) {
-            batch.back().ready_at = enqueued_at_.front();
-            enqueued_at_.pop_front();
-          }
         }
         depth_pub_.store(queue_.size(), std::memory_order_relaxed);
         // Hysteresis: wake blocked producers once the queue has drained to the low
@@ -930,12 +926,13 @@ class engine {
   void fold(std::vector<outcome>& batch) {
     if (!opts_.ordered) {
       for (auto& o : batch) deliver(o);
-      return;
+    } else {
+      for (auto& o : batch) {
+        reorder_[static_cast<std::size_t>(o.id % window_)].emplace(std::move(o));
+      }
+      deliver_in_order();
     }
-    for (auto& o : batch) {
-      reorder_[static_cast<std::size_t>(o.id % window_)].emplace(std::move(o));
-    }
-    deliver_in_order();
+    publish_delivered();
   }
 
   void deliver_in_order() {
@@ -978,12 +975,16 @@ class engine {
         ++n_cancelled_;
         break;
     }
-    completed_pub_.fetch_add(1, std::memory_order_relaxed);
-    if (metrics_) publish_counts();
+    ++n_delivered_;
     if (opts_.on_job_done) call_hook(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
   }
 
-  // Aggregator only (single writer): the terminal counts metrics() reads.
+  // Aggregator only (single writer), once per folded batch rather than per job:
+  // the completed count snap() reads, and the terminal counts metrics() reads.
+  void publish_delivered() noexcept {
+    completed_pub_.store(n_delivered_, std::memory_order_relaxed);
+    if (metrics_) publish_counts();
+  }
   void publish_counts() noexcept {
     pub_succeeded_.store(n_succeeded_, std::memory_order_relaxed);
     pub_failed_.store(n_failed_, std::memory_order_relaxed);
@@ -1033,7 +1034,7 @@ class engine {
   }
 
   void cancel_internal(cancel_cause why, std::optional<job_error> cause = std::nullopt) {
-    std::deque<Job> dropped;
+    std::deque<queued> dropped;
     std::size_t released_backoffs = 0;
     {
       const std::lock_guard lk(mu_);
@@ -1051,7 +1052,6 @@ class engine {
       // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
       cancelled_from_ = next_pop_id_;
       dropped.swap(queue_);
-      enqueued_at_.clear();
       depth_pub_.store(0, std::memory_order_relaxed);
       // Jobs in backoff, or due and not yet pulled, end cancelled too.
       released_backoffs = heap_.size();
@@ -1116,6 +1116,7 @@ class engine {
           slot.reset();
         }
       }
+      publish_delivered();
     }
     const std::uint64_t submitted = next_id_ - 1;  // stable: no submit is accepted once closed or cancelled
     std::uint64_t queued_cancelled = 0;
@@ -1184,7 +1185,11 @@ class engine {
   mutable ingress_mutex mu_;
   std::condition_variable_any not_full_;
   std::condition_variable_any producers_gone_;  // waiting_producers_ or calls_in_progress_ reached 0
-  std::deque<Job> queue_;
+  struct queued {
+    Job job;
+    std::int64_t enqueued_at;  // metrics: when it entered the queue (ns); 0 when metrics are off
+  };
+  std::deque<queued> queue_;
   std::unordered_map<std::uint64_t, policy_ptr> policies_;  // per-submit retry policies, by job id
   std::uint64_t next_id_ = 1;      // id the next accepted job gets
   std::uint64_t next_pop_id_ = 1;  // id of queue_.front()
@@ -1225,6 +1230,7 @@ class engine {
   std::uint64_t n_succeeded_ = 0;
   std::uint64_t n_failed_ = 0;
   std::uint64_t n_cancelled_ = 0;
+  std::uint64_t n_delivered_ = 0;  // terminal outcomes folded; published per batch (completed_pub_)
   bool aggregator_failed_ = false;
   bool hook_failed_ = false;
   std::optional<job_error> late_cause_;
@@ -1244,7 +1250,6 @@ class engine {
   alignas(64) std::atomic<std::uint64_t> trace_used_{0};
   std::atomic<std::uint64_t> trace_dropped_{0};
   std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
-  std::deque<std::int64_t> enqueued_at_;       // parallel to queue_ (ns), guarded by mu_
   std::optional<metrics_clock> mclock_;        // set when metrics are on
   std::unique_ptr<worker_slot[]> slots_;       // one per worker id
   std::vector<gauge_sample> samples_;          // timer thread only, then finish()
