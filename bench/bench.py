@@ -354,12 +354,13 @@ def cmd_report(a):
         w("")
         w(f"Because this machine is shared, the targets were also measured where nothing else ran: "
           f"{pctx.get('machine', '?')}, {pctx.get('date', '?')}, binaries from commit `{pctx.get('commit', '?')}`. "
-          "Commands: `taskset -c 0,1 bm_peers --fp_workloads=empty,cpu1us,cpu10us,sleep50ms,cancel_1M "
-          "--benchmark_min_time=0.2 --benchmark_repetitions=3`, and `taskset -c 0,1` on `gopool -workload "
-          "empty|cancel -jobs 1000000 -workers 2`, `stream_rss flowpool 1000000 2 empty` (3 times each) and "
-          "`stream_rss flowpool 10000|10000000 2 empty`. In that run `stream_rss` still calibrated the spin "
-          "rate at start-up (about 150 ms, fixed since), so its whole-process time is not comparable there; "
-          "use the in-process rows. Files: `bench/results/pinned2-*.json`.")
+          "Commands: `bench/device-pinned2.sh pack build/bench DIR` here, `bench/device-pinned2.sh run DIR OUT` "
+          "there (`taskset -c 0,1` on `bm_peers --fp_workloads=empty,cpu1us,cpu10us,sleep50ms,cancel_1M "
+          "--benchmark_min_time=0.2 --benchmark_repetitions=3` without the slow `cpp_channels` peer, on "
+          "`bm_metrics --benchmark_filter=ratio`, on `gopool -workload empty|cancel -jobs 1000000 -workers 2` "
+          "and `stream_rss flowpool 1000000 2 empty` (3 times each), and on `stream_rss flowpool "
+          "10000|10000000 2 empty`), then `bench/device-pinned2.sh collect OUT ...` here. "
+          "Files: `bench/results/pinned2-*.json`.")
         w("")
         targets(L, p_idx, p_rss, p_proc)
         workload_tables(L, p_idx, ["empty", "cpu1us", "cpu10us", "sleep50ms"], "####", " (idle 2-CPU slice)")

@@ -7,6 +7,9 @@
 #   bench/device-pinned2.sh run     build/pinned2-pack OUTDIR        # there (no build tools needed)
 #   bench/device-pinned2.sh collect OUTDIR "machine words" "commit"  # here: OUTDIR -> bench/results/pinned2-*.json
 #
+# The device tool returns a limited number of files: run into a scratch folder
+# and tar it into $OUT (`run build/pinned2-pack /tmp/p2; tar czf "$OUT/p2.tgz" -C /tmp/p2 .`).
+#
 # `collect` writes bench/results/pinned2-{bm_peers,bm_metrics,stream_rss,process}.json,
 # which scripts/bench --report-only turns into docs/benchmarks.md's "idle 2-CPU
 # slice" section. Each step of `run` has its own time limit, so a slow step
@@ -57,7 +60,11 @@ case "$mode" in
 import json, os, re, shutil, sys
 out, machine, commit = sys.argv[1:4]
 res = "bench/results"
-date = open(os.path.join(out, "machine.txt")).readline().strip()
+mt = os.path.join(out, "machine.txt")
+if os.path.exists(mt):
+    date = open(mt).readline().strip()
+else:  # the device tool returned too few files: take the date Google Benchmark recorded
+    date = json.load(open(os.path.join(out, "bm_peers.json")))["context"]["date"].replace("T", " ")[:16] + " UTC"
 ctx = {"date": date, "commit": commit, "machine": machine}
 def kv(line):
     return dict(x.split("=", 1) for x in line.split() if "=" in x)
