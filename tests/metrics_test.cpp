@@ -353,6 +353,56 @@ TEST_CASE("metrics: run-time percentiles match the raw job durations within one 
   }
 }
 
+TEST_CASE("metrics: live counts and busy time never go back while the run goes on", "[metrics]") {
+  // A reader polls metrics() as fast as it can while 2 workers end many short
+  // batches: each value it sees is at least the one it saw before. Busy time is
+  // exported as a Prometheus counter, where a dip reads as a counter reset.
+  const std::uint64_t seed = fp_test::base_seed() + 11;
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::vector<std::uint64_t> spins(20000);
+  for (auto& x : spins) x = 200 + rng() % 4000;
+  flowpool::pool_options o;
+  o.workers = 2;
+  o.capacity = 256;
+  flowpool::metrics_options mo;
+  mo.enabled = true;
+  flowpool::pool<std::size_t, int> pool(
+      o, [&](const std::size_t& j, flowpool::job_context&) { return static_cast<int>(fp_test::spin(spins[j]) & 1); },
+      [](int&&) {}, mo);
+  std::atomic<bool> done{false};
+  std::uint64_t reads = 0;
+  std::int64_t dips = 0;
+  std::string first_dip;
+  std::thread reader([&] {
+    flowpool::metrics_snapshot prev = pool.metrics();
+    while (!done.load(std::memory_order_acquire)) {
+      const flowpool::metrics_snapshot m = pool.metrics();
+      ++reads;
+      const bool back = m.busy_time < prev.busy_time || m.started < prev.started ||
+                        m.run_time.count < prev.run_time.count || m.succeeded < prev.succeeded ||
+                        m.submitted < prev.submitted;
+      if (back && dips++ == 0) {
+        first_dip = "busy " + std::to_string(prev.busy_time.count()) + " -> " + std::to_string(m.busy_time.count()) +
+                    ", started " + std::to_string(prev.started) + " -> " + std::to_string(m.started);
+      }
+      prev = m;
+    }
+  });
+  for (std::size_t j = 0; j < spins.size(); ++j) REQUIRE(pool.submit(std::size_t{j}));
+  pool.close();
+  const auto r = pool.wait();
+  done.store(true, std::memory_order_release);
+  reader.join();
+  INFO("reads " << reads << ", first step back: " << first_dip);
+  CHECK(r.succeeded == spins.size());
+  CHECK(dips == 0);
+  CHECK(reads > 0);
+  const auto fin = pool.metrics();
+  CHECK(fin.final);
+  CHECK(fin.started == spins.size());
+}
+
 namespace {
 // CPU work per job: long enough that the engine's own per-batch work (slow under
 // sanitizers) is a small share of a worker's time.

@@ -118,7 +118,9 @@ struct metrics_snapshot {
   std::size_t queue_depth = 0;   ///< jobs waiting for a worker now
   std::size_t max_queue_depth = 0;  ///< the highest queue depth so far (never above `capacity`)
   int busy_workers = 0;             ///< workers running a batch now
-  std::chrono::nanoseconds busy_time{0};  ///< summed over workers: time spent running jobs
+  /// Summed over workers: time spent running batches of jobs, including the batch
+  /// running now. Never less than an earlier `metrics()` call returned.
+  std::chrono::nanoseconds busy_time{0};
   std::chrono::nanoseconds wall{0};       ///< from the pool's construction to now (or to the end of the run)
   bool final = false;                     ///< true once the run is over: the figures no longer change
   histogram queue_wait;  ///< per attempt: from entering the queue (or the end of a backoff) to starting

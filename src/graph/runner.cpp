@@ -406,12 +406,24 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       std::ofstream state(state_path(ctl.joblog), std::ios::trunc);
       state << snk->save_state().dump() << '\n';
     }
-  } else {
-    if (r.status == "ok") {
+  } else if (r.status == "ok") {
+    // Committing the output can still fail (a full disk, the target path taken
+    // meanwhile). Then the run failed, with that as its cause: the report is still
+    // written, and with a joblog the state stays, so --resume retries the commit
+    // without running any item again.
+    try {
       snk->finish();
-    } else {
-      snk->finish_failed();
+      if (!ctl.joblog.empty()) std::filesystem::remove(state_path(ctl.joblog));
+    } catch (const std::exception& e) {
+      r.status = "failed";
+      r.cause = job_error{0, 0, error_kind::exception, std::string("sink: ") + e.what()};
+      if (!ctl.joblog.empty()) {
+        std::ofstream state(state_path(ctl.joblog), std::ios::trunc);
+        state << snk->save_state().dump() << '\n';
+      }
     }
+  } else {
+    snk->finish_failed();
     if (!ctl.joblog.empty()) std::filesystem::remove(state_path(ctl.joblog));
   }
   r.wall_ms = std::chrono::duration<double, std::milli>(clk::now() - t0).count();

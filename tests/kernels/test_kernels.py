@@ -278,6 +278,51 @@ class CompressTests(unittest.TestCase):
             self.assertFalse(os.path.exists(dst + ".partial"))
             self.assertEqual(subprocess.run(["zstd", "-d", "-c", dst], capture_output=True).stdout, data)
 
+    def test_failed_commit_reports_and_resume_commits(self):
+        # The run itself succeeds, but renaming the finished .partial fails (the target
+        # path became a directory meanwhile): exit 1 with the cause named, the report
+        # written, the complete output kept in .partial, and --resume commits it
+        # without running any item again.
+        with tempfile.TemporaryDirectory() as d:
+            data = text_like(3 * MIB, 7)
+            src, dst, log = os.path.join(d, "in"), os.path.join(d, "out.zst"), os.path.join(d, "log")
+            rep = os.path.join(d, "report.json")
+            with open(src, "wb") as f:
+                f.write(data)
+            slow = ["--set", "source.size=65536", "--set", "options.capacity=4",
+                    "--set", 'stages=[{"name":"slow","kernel":"sleep","workers":1,"params":{"ms":20}},'
+                             '{"name":"compress","kernel":"zstd","workers":2}]']
+            args = ["run", graph("compress.json"), "--set", f"source.path={src}", "--set", f"sink.path={dst}",
+                    "--joblog", log, *slow]
+            p = subprocess.Popen([BIN, *args, "--report", rep], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            self.assertTrue(wait_for(lambda: os.path.exists(dst + ".partial") and os.path.getsize(dst + ".partial") > 0,
+                                     30), "some output was written while the run goes on")
+            os.mkdir(dst)
+            with open(os.path.join(dst, "taken"), "w") as f:
+                f.write("x")
+            _, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 1, err)
+            self.assertIn(f'flowpool: stopped by: item 0: sink: file: cannot rename "{dst}.partial" to "{dst}": '
+                          'Is a directory', err)
+            with open(rep) as f:
+                report = json.load(f)
+            self.assertEqual(report["status"], "failed")
+            self.assertEqual(report["failed"], 0)
+            self.assertIn("cannot rename", report["cause"]["message"])
+            whole = subprocess.run(["zstd", "-q", "-d", "-c", dst + ".partial"], capture_output=True)
+            self.assertEqual(whole.stdout, data)
+            shutil.rmtree(dst)
+            with open(log) as f:
+                logged = f.read()
+            rc, out, err = run(*args, "--resume", text=True)
+            self.assertEqual(rc, 0, err)
+            self.assertIn("0 succeeded, 0 failed, 0 cancelled, 48 skipped (resume)", err)
+            with open(log) as f:
+                self.assertEqual(f.read(), logged, "the resume ran no item again")
+            self.assertFalse(os.path.exists(dst + ".partial"))
+            self.assertEqual(subprocess.run(["zstd", "-d", "-c", dst], capture_output=True).stdout, data)
+
     def test_decompress_graph_restores_files(self):
         with tempfile.TemporaryDirectory() as d:
             data = text_like(MIB + 99, 3)

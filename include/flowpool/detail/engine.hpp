@@ -389,13 +389,26 @@ class engine {
     for (int w = 0; w < n_; ++w) {
       const worker_slot& s = slots_[static_cast<std::size_t>(w)];
       m.started += s.started.load(std::memory_order_relaxed);
-      busy += static_cast<std::int64_t>(s.busy_ns.load(std::memory_order_relaxed));
-      const std::int64_t since = s.busy_since.load(std::memory_order_relaxed);
+      std::uint64_t done = 0;
+      std::int64_t since = 0;
+      for (;;) {  // a consistent pair: not one from before a batch's end and one from after
+        const std::uint32_t seq = s.busy_seq.load(std::memory_order_acquire);
+        done = s.busy_ns.load(std::memory_order_acquire);
+        since = s.busy_since.load(std::memory_order_acquire);
+        if ((seq & 1U) == 0 && s.busy_seq.load(std::memory_order_relaxed) == seq) break;
+      }
+      busy += static_cast<std::int64_t>(done);
       if (since != 0 && !m.final && mnow > since) busy += mnow - since;  // the batch running now
       s.wait.read_into(m.queue_wait);
       s.run.read_into(m.run_time);
     }
-    m.busy_time = std::chrono::nanoseconds(busy);
+    // The running batch is counted up to this reader's clock read, which may be a
+    // little later than the end the worker then records: never report less than
+    // an earlier call did, so busy time (a Prometheus counter) never goes back.
+    std::int64_t seen = busy_seen_.load(std::memory_order_relaxed);
+    while (busy > seen && !busy_seen_.compare_exchange_weak(seen, busy, std::memory_order_relaxed)) {
+    }
+    m.busy_time = std::chrono::nanoseconds(std::max(busy, seen));
     return m;
   }
 
@@ -467,6 +480,9 @@ class engine {
     std::atomic<std::uint64_t> started{0};
     std::atomic<std::uint64_t> busy_ns{0};
     std::atomic<std::int64_t> busy_since{0};  // start of the running batch, 0 when idle
+    // Odd while a batch's end is being recorded (busy_ns and busy_since change
+    // together): metrics() retries, so it never sees one updated without the other.
+    std::atomic<std::uint32_t> busy_seq{0};
     atomic_histogram wait;
     atomic_histogram run;
     std::vector<attempt_event> trace;  // read only after the run (finish())
@@ -711,8 +727,14 @@ class engine {
     }
     const std::int64_t t = mclock_->now_ns();
     atomic_histogram::bump(slot.started, started);
-    atomic_histogram::bump(slot.busy_ns, static_cast<std::uint64_t>(t - t0));
-    slot.busy_since.store(0, std::memory_order_relaxed);
+    // A seqlock (this worker is the slot's only writer): the release stores keep
+    // the odd sequence number visible before the new values.
+    const std::uint32_t seq = slot.busy_seq.load(std::memory_order_relaxed);
+    slot.busy_seq.store(seq + 1, std::memory_order_relaxed);
+    slot.busy_ns.store(slot.busy_ns.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(t - t0),
+                       std::memory_order_release);
+    slot.busy_since.store(0, std::memory_order_release);
+    slot.busy_seq.store(seq + 2, std::memory_order_release);
     return t - t0;
   }
 
@@ -1254,6 +1276,7 @@ class engine {
   std::atomic<std::uint64_t> trace_dropped_{0};
   std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
   std::deque<std::int64_t> enqueued_at_;       // metrics: parallel to queue_ (ns), guarded by mu_
+  mutable std::atomic<std::int64_t> busy_seen_{0};  // the largest busy time metrics() returned
   std::optional<metrics_clock> mclock_;        // set when metrics are on
   std::unique_ptr<worker_slot[]> slots_;       // one per worker id
   std::vector<gauge_sample> samples_;          // timer thread only, then finish()
