@@ -401,11 +401,13 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   }
   // An interrupted or timed-out run keeps its partial aggregate for --resume;
   // a finished one commits the sink's output.
+  const auto keep_resume_state = [&] {
+    if (ctl.joblog.empty()) return;
+    std::ofstream state(state_path(ctl.joblog), std::ios::trunc);
+    state << snk->save_state().dump() << '\n';
+  };
   if (r.status == "interrupted" || r.status == "timed_out") {
-    if (!ctl.joblog.empty()) {
-      std::ofstream state(state_path(ctl.joblog), std::ios::trunc);
-      state << snk->save_state().dump() << '\n';
-    }
+    keep_resume_state();
   } else if (r.status == "ok") {
     // Committing the output can still fail (a full disk, the target path taken
     // meanwhile). Then the run failed, with that as its cause: the report is still
@@ -417,10 +419,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     } catch (const std::exception& e) {
       r.status = "failed";
       r.cause = job_error{0, 0, error_kind::exception, std::string("sink: ") + e.what()};
-      if (!ctl.joblog.empty()) {
-        std::ofstream state(state_path(ctl.joblog), std::ios::trunc);
-        state << snk->save_state().dump() << '\n';
-      }
+      keep_resume_state();
     }
   } else {
     snk->finish_failed();
