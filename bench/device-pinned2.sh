@@ -32,7 +32,7 @@ case "$mode" in
     pin=(taskset -c 0,1)
     ld=("${pin[@]}" "$dir/lib/ld-linux-x86-64.so.2" --library-path "$dir/lib")
     { date -u '+%Y-%m-%d %H:%M UTC'; nproc; lscpu 2>/dev/null | head -20; uname -a; grep PRETTY /etc/os-release; } > "$out/machine.txt" 2>&1
-    timeout 45 "${ld[@]}" "$dir/bm_metrics" --benchmark_filter=ratio --benchmark_min_time=1 \
+    timeout 45 "${ld[@]}" "$dir/bm_metrics" --benchmark_filter='ratio|sides' --benchmark_min_time=1 \
       --benchmark_repetitions=3 --benchmark_out="$out/bm_metrics.json" --benchmark_out_format=json 2>&1 | tail -n 12
     echo "metrics rc=$?"
     ms() { echo $(( ($(date +%s%N) - $1) / 1000 )); }  # µs since $1 (ns)

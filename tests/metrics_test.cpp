@@ -353,6 +353,65 @@ TEST_CASE("metrics: run-time percentiles match the raw job durations within one 
   }
 }
 
+TEST_CASE("metrics: queue wait is the time each job spent in the FIFO", "[metrics]") {
+  // Every job waits at a gate, so the workers hold the first N jobs and the rest
+  // stay queued. The producer submits half the jobs, pauses, submits the other half,
+  // pauses, and opens the gate. A job of the first half waited at least both pauses,
+  // one of the second half at least the second: the histogram must say so, and no
+  // wait can exceed the whole run. 2000 queued jobs grow the enqueue-time ring
+  // several times while it holds live entries.
+  for (const int n : {1, 2, 4}) {
+    DYNAMIC_SECTION("workers=" << n) {
+      constexpr int jobs = 2000;
+      flowpool::pool_options o;
+      o.workers = n;
+      o.capacity = jobs;
+      flowpool::metrics_options mo;
+      mo.enabled = true;
+      std::atomic<bool> gate{false};
+      const auto t_start = std::chrono::steady_clock::now();
+      flowpool::pool<int, int> pool(
+          o,
+          [&gate](const int& j, flowpool::job_context&) {
+            while (!gate.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+            return j;
+          },
+          [](int&&) {}, mo);
+      for (int j = 0; j < jobs / 2; ++j) REQUIRE(pool.submit(j));
+      const auto t_first_half = std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(30ms);
+      for (int j = jobs / 2; j < jobs; ++j) REQUIRE(pool.submit(j));
+      const auto t_second_half = std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(30ms);
+      const auto t_open = std::chrono::steady_clock::now();
+      gate.store(true, std::memory_order_release);
+      pool.close();
+      REQUIRE(pool.wait().succeeded == jobs);
+      const auto t_end = std::chrono::steady_clock::now();
+      const auto m = pool.metrics();
+      REQUIRE(m.queue_wait.count == static_cast<std::uint64_t>(jobs));
+      const auto ns = [](auto d) { return static_cast<std::uint64_t>(std::chrono::nanoseconds(d).count()); };
+      // Samples certainly below `bound`: those in buckets that end at or below it.
+      const auto below = [&m](std::uint64_t bound) {
+        std::uint64_t c = 0;
+        for (std::size_t i = 0; i < flowpool::histogram::bucket_count; ++i) {
+          if (flowpool::histogram::upper_bound(i) <= bound) c += m.queue_wait.buckets[i];
+        }
+        return c;
+      };
+      const std::uint64_t both_pauses = ns(t_open - t_first_half);
+      const std::uint64_t second_pause = ns(t_open - t_second_half);
+      INFO("pauses " << both_pauses << " / " << second_pause << " ns, max wait " << m.queue_wait.max_ns);
+      // Only the N jobs the workers took before the gate opened waited less.
+      CHECK(below(second_pause) <= static_cast<std::uint64_t>(n));
+      CHECK(below(both_pauses) <= static_cast<std::uint64_t>(jobs / 2 + n));
+      // 1 ms for the metrics clock's rate error against steady_clock over the run.
+      CHECK(m.queue_wait.max_ns <= ns(t_end - t_start) + 1'000'000);
+      CHECK(m.queue_wait.sum_ns >= static_cast<std::uint64_t>(jobs / 2 - n) * both_pauses);
+    }
+  }
+}
+
 TEST_CASE("metrics: live counts and busy time never go back while the run goes on", "[metrics]") {
   // A reader polls metrics() as fast as it can while 2 workers end many short
   // batches: each value it sees is at least the one it saw before. Busy time is

@@ -297,7 +297,7 @@ class engine {
     queue_.push_back(std::move(job));
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
-    if (metrics_) enqueued_at_.push_back(enq);
+    if (metrics_) enqueued_at_.put(next_id_, enq, next_pop_id_);
     if (policy) {  // rare: keeps queue entries plain jobs
       policies_.emplace(next_id_, std::move(policy));
       has_policies_.store(true, std::memory_order_release);
@@ -474,6 +474,36 @@ class engine {
     }
   };
 
+  // When each queued job entered the FIFO, by job id: slot id % size. Jobs enter
+  // and leave in id order and at most C are queued, so a ring that has grown to
+  // the deepest queue seen never overwrites a waiting entry. A plain store per
+  // submit and a load per pull, no allocation in steady state (a deque beside the
+  // FIFO cost a third more per empty job, all of it under the FIFO's lock).
+  class id_ring {
+   public:
+    /// Records `v` for job `id`; `oldest` is the id of the oldest job still queued.
+    void put(std::uint64_t id, std::int64_t v, std::uint64_t oldest) {
+      if (id - oldest >= size_) grow(oldest, id);
+      slots_[id & (size_ - 1)] = v;
+    }
+    /// The value recorded for `id`, which must still be queued.
+    [[nodiscard]] std::int64_t at(std::uint64_t id) const noexcept { return slots_[id & (size_ - 1)]; }
+
+   private:
+    // Doubles until ids [oldest, id] fit, moving the queued ones. Slots are left
+    // uninitialized: each is written before it is read.
+    void grow(std::uint64_t oldest, std::uint64_t id) {
+      std::size_t size = size_ == 0 ? 64 : size_;
+      while (size <= id - oldest) size *= 2;
+      auto next = std::make_unique_for_overwrite<std::int64_t[]>(size);
+      for (std::uint64_t k = oldest; k < id; ++k) next[k & (size - 1)] = slots_[k & (size_ - 1)];
+      slots_ = std::move(next);
+      size_ = size;
+    }
+    std::unique_ptr<std::int64_t[]> slots_;
+    std::size_t size_ = 0;  // a power of two, or 0 before the first job
+  };
+
   // Per worker id: written only by the thread holding that id (ownership passes
   // through mu_), read by metrics(). Cache-line aligned: workers never false-share.
   struct alignas(64) worker_slot {
@@ -625,8 +655,7 @@ class engine {
           batch.push_back(work_item{std::move(queue_.front()), next_pop_id_++, 1});
           queue_.pop_front();
           if (metrics_) {
-            batch.back().ready_at = enqueued_at_.front();
-            enqueued_at_.pop_front();
+            batch.back().ready_at = enqueued_at_.at(batch.back().id);
           }
         }
         depth_pub_.store(queue_.size(), std::memory_order_relaxed);
@@ -1080,7 +1109,6 @@ class engine {
       // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
       cancelled_from_ = next_pop_id_;
       dropped.swap(queue_);
-      enqueued_at_.clear();
       depth_pub_.store(0, std::memory_order_relaxed);
       // Jobs in backoff, or due and not yet pulled, end cancelled too.
       released_backoffs = heap_.size();
@@ -1275,7 +1303,7 @@ class engine {
   alignas(64) std::atomic<std::uint64_t> trace_used_{0};
   std::atomic<std::uint64_t> trace_dropped_{0};
   std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
-  std::deque<std::int64_t> enqueued_at_;       // metrics: parallel to queue_ (ns), guarded by mu_
+  id_ring enqueued_at_;                        // metrics: when each queued job entered (ns), guarded by mu_
   mutable std::atomic<std::int64_t> busy_seen_{0};  // the largest busy time metrics() returned
   std::optional<metrics_clock> mclock_;        // set when metrics are on
   std::unique_ptr<worker_slot[]> slots_;       // one per worker id
