@@ -353,6 +353,47 @@ TEST_CASE("metrics: run-time percentiles match the raw job durations within one 
   }
 }
 
+TEST_CASE("metrics: jobs a cancel takes from the queue count as cancelled at once, and once", "[metrics]") {
+  // The worker holds job 0 at a gate while 49 jobs wait. After cancel() and before
+  // wait(), live reads already count the 49 as cancelled (queue depth 0), so a
+  // scrape in between sees every submitted job accounted for; wait() adds nothing.
+  for (const bool with_metrics : {false, true}) {
+    DYNAMIC_SECTION("metrics " << (with_metrics ? "on" : "off")) {
+      flowpool::pool_options o;
+      o.workers = 1;
+      o.capacity = 100;
+      flowpool::metrics_options mo;
+      mo.enabled = with_metrics;
+      std::atomic<bool> gate{false};
+      std::atomic<bool> holding{false};
+      flowpool::pool<int, int> pool(
+          o,
+          [&](const int& j, flowpool::job_context&) {
+            holding.store(true, std::memory_order_release);
+            while (!gate.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+            return j;
+          },
+          [](int&&) {}, mo);
+      REQUIRE(pool.submit(0));
+      while (!holding.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+      for (int j = 1; j < 50; ++j) REQUIRE(pool.submit(j));
+      pool.cancel();
+      const auto live = pool.metrics();
+      CHECK(live.queue_depth == 0);
+      CHECK(live.cancelled == 49);
+      CHECK(pool.snapshot().completed == 49);
+      gate.store(true, std::memory_order_release);
+      const auto r = pool.wait();
+      CHECK(r.cancelled == 49);
+      CHECK(r.succeeded == 1);  // job 0 had started; it ran to its end
+      const auto m = pool.metrics();
+      CHECK(m.cancelled == 49);
+      CHECK(m.succeeded + m.failed + m.cancelled == m.submitted);
+      CHECK(pool.snapshot().completed == 50);
+    }
+  }
+}
+
 TEST_CASE("metrics: queue wait is the time each job spent in the FIFO", "[metrics]") {
   // Every job waits at a gate, so the workers hold the first N jobs and the rest
   // stay queued. The producer submits half the jobs, pauses, submits the other half,

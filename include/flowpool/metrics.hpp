@@ -114,7 +114,7 @@ struct metrics_snapshot {
   std::uint64_t succeeded = 0;   ///< jobs that ended succeeded
   std::uint64_t failed = 0;      ///< jobs that ended failed
   std::uint64_t retried = 0;     ///< attempts beyond the first
-  std::uint64_t cancelled = 0;   ///< jobs that ended cancelled (queued ones are counted at the end)
+  std::uint64_t cancelled = 0;   ///< jobs that ended cancelled (those still queued count from the cancel on)
   std::size_t queue_depth = 0;   ///< jobs waiting for a worker now
   std::size_t max_queue_depth = 0;  ///< the highest queue depth so far (never above `capacity`)
   int busy_workers = 0;             ///< workers running a batch now

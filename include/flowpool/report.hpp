@@ -88,7 +88,9 @@ struct snapshot {
   std::size_t max_queue_depth = 0;  ///< the highest queue_depth so far
   int busy_workers = 0;             ///< workers executing a job right now
   std::uint64_t submitted = 0;      ///< jobs accepted so far
-  std::uint64_t completed = 0;      ///< jobs the aggregator has folded so far (published once per micro-batch)
+  /// Jobs in a terminal state so far: those the aggregator has folded (published
+  /// once per micro-batch), plus, from a cancel on, the jobs it took from the queue.
+  std::uint64_t completed = 0;
 };
 
 }  // namespace flowpool

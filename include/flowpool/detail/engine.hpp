@@ -358,7 +358,8 @@ class engine {
     s.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
     s.busy_workers = busy_.load(std::memory_order_relaxed);
     s.submitted = submitted_pub_.load(std::memory_order_relaxed);
-    s.completed = completed_pub_.load(std::memory_order_relaxed);
+    s.completed =
+        completed_pub_.load(std::memory_order_relaxed) + queued_cancelled_pub_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -378,7 +379,8 @@ class engine {
     m.busy_workers = busy_.load(std::memory_order_relaxed);
     m.succeeded = pub_succeeded_.load(std::memory_order_relaxed);
     m.failed = pub_failed_.load(std::memory_order_relaxed);
-    m.cancelled = pub_cancelled_.load(std::memory_order_relaxed);
+    m.cancelled =
+        pub_cancelled_.load(std::memory_order_relaxed) + queued_cancelled_pub_.load(std::memory_order_relaxed);
     const std::int64_t end = end_ns_.load(std::memory_order_acquire);
     m.final = end != 0;
     const std::int64_t now = m.final ? end : ns_of(clock::now());
@@ -1109,6 +1111,8 @@ class engine {
       // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
       cancelled_from_ = next_pop_id_;
       dropped.swap(queue_);
+      // They are terminal now: live counts include them from here on, not from wait().
+      queued_cancelled_pub_.store(next_id_ - next_pop_id_, std::memory_order_relaxed);
       depth_pub_.store(0, std::memory_order_relaxed);
       // Jobs in backoff, or due and not yet pulled, end cancelled too.
       released_backoffs = heap_.size();
@@ -1182,7 +1186,6 @@ class engine {
       for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
         if (opts_.on_job_done) call_hook(job_record{id, job_status::cancelled, 0, 0, {}});
       }
-      completed_pub_.fetch_add(queued_cancelled, std::memory_order_relaxed);
     }
     report r;
     r.submitted = submitted;
@@ -1200,7 +1203,7 @@ class engine {
     r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start_);
     pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
     pub_failed_.store(r.failed, std::memory_order_relaxed);
-    pub_cancelled_.store(r.cancelled, std::memory_order_relaxed);
+    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);  // metrics() adds the queued ones
     if (tracing_ && trace_budget()) {
       samples_.push_back(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
     }
@@ -1295,6 +1298,7 @@ class engine {
   std::atomic<std::uint64_t> submitted_pub_{0};
   alignas(64) std::atomic<int> busy_{0};
   alignas(64) std::atomic<std::uint64_t> completed_pub_{0};
+  std::atomic<std::uint64_t> queued_cancelled_pub_{0};  // jobs cancel() took from the FIFO (set once)
 
   // ---- metrics (see flowpool/metrics.hpp); all unused when metrics are off --------------
   alignas(64) std::atomic<std::uint64_t> pub_succeeded_{0};  // written by the aggregator only
