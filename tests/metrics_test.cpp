@@ -644,12 +644,52 @@ TEST_CASE("trace: bounded by trace_limit, and says how much it dropped", "[metri
   pool.close();
   (void)pool.wait();
   const auto t = pool.trace();
-  CHECK(t.attempts.size() + t.samples.size() <= 50);
-  CHECK(t.dropped >= 1000 - 50);
-  CHECK(t.attempts.size() + t.samples.size() + t.dropped >= 1000);
+  // 50 / 8 events is under 4 samples: no samples, and every event goes to attempts.
+  CHECK(t.samples.empty());
+  CHECK(t.attempts.size() == 50);
+  CHECK(t.dropped == 1000 - 50 + 2 * 2);  // the 950 attempts, and the start and end samples
   std::ostringstream js;
   flowpool::write_chrome_trace(js, {{"work", t}}, t.start_ns);
-  CHECK(nlohmann::json::parse(js.str())["otherData"]["dropped_events"] == t.dropped);
+  const auto doc = nlohmann::json::parse(js.str());
+  CHECK(doc["otherData"]["dropped_events"] == t.dropped);
+}
+
+TEST_CASE("trace: gauge samples never crowd out attempts, and still cover the whole run", "[metrics]") {
+  // 150 jobs of 2 ms on one worker take at least 300 ms: 300 samples at the 1 ms
+  // period, against room for 800 / 16 = 50. The samples are thinned to fit, and
+  // all 150 attempts are kept.
+  flowpool::pool_options o;
+  o.workers = 1;
+  flowpool::metrics_options mo;
+  mo.trace_limit = 800;
+  flowpool::pool<int, int> pool(
+      o,
+      [](const int& j, flowpool::job_context&) {
+        std::this_thread::sleep_for(2ms);
+        return j;
+      },
+      [](int&&) {}, mo);
+  for (int j = 0; j < 150; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  (void)pool.wait();
+  const auto t = pool.trace();
+  CHECK(t.attempts.size() == 150);
+  INFO("samples " << t.samples.size() << ", dropped " << t.dropped);
+  CHECK(t.samples.size() <= 50);
+  CHECK(t.samples.size() >= 25);  // thinning keeps at least half
+  CHECK(t.attempts.size() + 2 * t.samples.size() <= 800);
+  CHECK(t.dropped > 0);
+  CHECK(t.dropped % 2 == 0);  // only samples were dropped, two events each
+  REQUIRE(t.samples.size() >= 2);
+  CHECK(t.samples.front().t_ns == t.start_ns);
+  // Spread over the run: no gap between samples is more than a quarter of it
+  // (a trace that stopped sampling once full would leave one gap of most of it).
+  const std::int64_t span = t.end_ns - t.start_ns;
+  for (std::size_t i = 1; i < t.samples.size(); ++i) {
+    INFO("gap " << i << ": " << (t.samples[i].t_ns - t.samples[i - 1].t_ns) << " ns of " << span);
+    CHECK(t.samples[i].t_ns - t.samples[i - 1].t_ns <= span / 4);
+  }
+  CHECK(t.samples.back().t_ns >= t.end_ns - span / 4);
 }
 
 TEST_CASE("prometheus: the exposition parses under the format rules", "[metrics]") {
@@ -675,6 +715,10 @@ TEST_CASE("prometheus: the exposition parses under the format rules", "[metrics]
   CHECK(text.find("flowpool_jobs_failed_total{graph=\"g\\\"raph\\\\\\n\",stage=\"stage-1\"} 20\n") != std::string::npos);
   CHECK(text.find("flowpool_run_time_seconds_count{graph=\"g\\\"raph\\\\\\n\",stage=\"second\"} 200\n") !=
         std::string::npos);
+  // Bucket bounds are powers of two ns, written exactly in seconds (not rounded).
+  CHECK(text.find(",le=\"0.000001024\"} ") != std::string::npos);
+  CHECK(text.find(",le=\"1.073741824\"} ") != std::string::npos);
+  CHECK(text.find(",le=\"1099.511627776\"} ") != std::string::npos);
   // The checker is real: it rejects broken input.
   CHECK_FALSE(check_exposition("flowpool_x 1\n").empty());  // no TYPE
   CHECK_FALSE(check_exposition("# TYPE flowpool_x counter\nflowpool_x{a=\"b} 1\n").empty());

@@ -219,7 +219,9 @@ FLOWPOOL_API graph_report run_graph(const graph_spec& spec, const run_controls& 
                                     const registry& reg = registry::global());
 
 /// Graphviz DOT for a spec; with a report (`graph_report::to_json()`), stages are
-/// annotated with its figures. Never throws for a validated spec. Thread-safe.
+/// annotated with its figures. Throws `flowpool::error` (`errc::invalid_argument`)
+/// when the report is not of this graph (another graph name, or other stage names
+/// or order); otherwise never throws for a validated spec. Thread-safe.
 ///
 /// @code
 ///   std::cout << flowpool::to_dot(spec);   // | dot -Tsvg > graph.svg

@@ -178,13 +178,15 @@ struct trace_data {
   int workers = 0;                      ///< N
   std::vector<attempt_event> attempts;  ///< every attempt recorded, sorted by start time
   std::vector<gauge_sample> samples;    ///< gauge samples, in time order
-  std::uint64_t dropped = 0;            ///< attempts and samples not recorded because of `trace_limit`
+  std::size_t max_queue_depth = 0;      ///< the run's highest queue depth (exact; samples may miss the peak)
+  /// Trace events not kept because of `trace_limit`: one per attempt, two per gauge sample.
+  std::uint64_t dropped = 0;
 };
 
 /// Turns metrics and tracing on for one pool (the last argument of the pool's constructor).
 ///
 /// Off (the default) costs one predictable branch per batch and per submit. On, it
-/// costs one clock read per job attempt and one per submit, plus per-worker counters
+/// costs two clock reads per job attempt and one per submit, plus per-worker counters
 /// that never share a cache line. Tracing costs more: one event record per attempt.
 /// On x86 the clock is the invariant TSC, calibrated against `steady_clock` once per
 /// process: the first pool with metrics on spends about 2 ms on that.
@@ -199,9 +201,13 @@ struct trace_data {
 struct metrics_options {
   /// Collect counters, busy time and histograms. Implied by `trace_limit > 0` and by `on_snapshot`.
   bool enabled = false;
-  /// Record a trace of at most this many attempts and gauge samples; 0: no trace.
+  /// Record a trace of at most this many events; 0: no trace. An attempt is one
+  /// event, a gauge sample two (its queue-depth and busy-workers counters). Samples
+  /// use at most an eighth of the limit (none if that is under 4 samples): when
+  /// they fill it, every other one is dropped and sampling slows to half the rate,
+  /// so they still cover the whole run. Attempts use the rest; the first ones are kept.
   std::size_t trace_limit = 0;
-  /// How often gauge samples are taken for the trace.
+  /// How often gauge samples are taken for the trace (at first: see `trace_limit`).
   std::chrono::milliseconds sample_period{1};
   /// How often `on_snapshot` is called. Must be > 0 when `on_snapshot` is set.
   std::chrono::milliseconds interval{1000};

@@ -124,7 +124,7 @@ bool write_observability(const run_args& a, const flowpool::graph_report& r) {
   std::uint64_t dropped = 0, kept = 0;
   for (const auto& t : r.traces) {
     dropped += t.trace.dropped;
-    kept += t.trace.attempts.size() + t.trace.samples.size();
+    kept += t.trace.attempts.size() + 2 * t.trace.samples.size();  // a sample is two counter events
   }
   auto write = [&](const std::string& path, const char* flag, auto&& fn) {
     if (path.empty()) return;
@@ -354,7 +354,12 @@ int main(int argc, char** argv) {
           return report_spec_error(dreport, e);
         }
       }
-      std::cout << flowpool::to_dot(spec, dreport.empty() ? nullptr : &rep);
+      try {
+        std::cout << flowpool::to_dot(spec, dreport.empty() ? nullptr : &rep);
+      } catch (const flowpool::error& e) {
+        std::cerr << "flowpool: " << dreport << ": " << e.what() << '\n';
+        return kExitUsage;
+      }
       return kExitOk;
     }
     return cmd_kernels();

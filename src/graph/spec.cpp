@@ -523,9 +523,41 @@ std::string dot_escape(const std::string& s) {
   }
   return out;
 }
+
+// The report's stages must be this graph's, in order: figures are matched by
+// position, so a report of another graph would label the wrong stages.
+void check_report_matches(const graph_spec& g, const nlohmann::json& report) {
+  std::string graph_names;
+  for (const auto& st : g.stages) graph_names += (graph_names.empty() ? "" : ", ") + st.name;
+  std::string report_names;
+  bool same = report.is_object() && report.contains("stages") && report["stages"].is_array() &&
+              report["stages"].size() == g.stages.size();
+  if (report.is_object() && report.contains("stages") && report["stages"].is_array()) {
+    for (std::size_t i = 0; i < report["stages"].size(); ++i) {
+      const auto& rs = report["stages"][i];
+      const std::string name = rs.is_object() && rs.contains("name") && rs["name"].is_string()
+                                   ? rs["name"].get<std::string>()
+                                   : std::string("?");
+      report_names += (report_names.empty() ? "" : ", ") + name;
+      if (same && name != g.stages[i].name) same = false;
+    }
+  }
+  if (report.is_object() && report.contains("graph") && report["graph"].is_string() &&
+      report["graph"].get<std::string>() != g.name) {
+    same = false;
+  }
+  if (!same) {
+    const std::string rg = report.is_object() && report.contains("graph") && report["graph"].is_string()
+                               ? report["graph"].get<std::string>()
+                               : std::string("?");
+    detail::throw_error(errc::invalid_argument, "the report is of graph \"" + rg + "\" with stages [" + report_names +
+                                                    "], not of \"" + g.name + "\" with stages [" + graph_names + "]");
+  }
+}
 }  // namespace
 
 std::string to_dot(const graph_spec& g, const nlohmann::json* report) {
+  if (report != nullptr) check_report_matches(g, *report);
   std::ostringstream s;
   s << "digraph \"" << dot_escape(g.name) << "\" {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n";
   s << "  source [shape=oval, label=\"source\\n" << dot_escape(g.source_type) << "\"];\n";
@@ -533,7 +565,7 @@ std::string to_dot(const graph_spec& g, const nlohmann::json* report) {
     const auto& st = g.stages[i];
     s << "  stage" << i << " [label=\"" << dot_escape(st.name) << "\\nkernel " << dot_escape(st.kernel) << "\\n"
       << st.workers << " worker" << (st.workers == 1 ? "" : "s");
-    if (report != nullptr && report->contains("stages") && (*report)["stages"].size() > i) {
+    if (report != nullptr) {
       const auto& rs = (*report)["stages"][i];
       if (rs.contains("max_queue_depth")) s << "\\nmax queue " << rs["max_queue_depth"].dump();
       if (rs.contains("saturation")) s << "\\nsaturation " << rs["saturation"].dump();

@@ -82,6 +82,18 @@ std::uint64_t count_below(const histogram& h, std::uint64_t bound) {
   return n;
 }
 
+// Integer ns as decimal seconds, exactly (no rounding; trailing zeros dropped), so a
+// bucket's `le` label is its bound: 1073741824 ns is "1.073741824", not "1.07374182".
+std::string exact_seconds(std::uint64_t ns) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%llu.%09llu", static_cast<unsigned long long>(ns / 1'000'000'000U),
+                static_cast<unsigned long long>(ns % 1'000'000'000U));
+  std::string s = buf;
+  while (s.back() == '0') s.pop_back();
+  if (s.back() == '.') s.pop_back();
+  return s;
+}
+
 // "us" with three decimals from integer ns: exact, so ts + dur of one event equals
 // the ts of the next one on the same worker when they touch.
 std::string us(std::int64_t ns) {
@@ -294,9 +306,7 @@ std::string to_prometheus(std::string_view graph, const std::vector<stage_metric
       const std::string l = labels(s);
       for (int e = kPromFirstExp; e <= kPromLastExp; ++e) {
         const std::uint64_t bound = std::uint64_t{1} << e;
-        char le[64];
-        std::snprintf(le, sizeof le, "%.9g", static_cast<double>(bound) / 1e9);
-        o << hs.name << "_bucket{" << l << ",le=\"" << le << "\"} " << count_below(h, bound) << '\n';
+        o << hs.name << "_bucket{" << l << ",le=\"" << exact_seconds(bound) << "\"} " << count_below(h, bound) << '\n';
       }
       o << hs.name << "_bucket{" << l << ",le=\"+Inf\"} " << h.count << '\n';
       o << hs.name << "_sum{" << l << "} " << num(seconds(h.sum_ns)) << '\n';
@@ -425,8 +435,9 @@ void write_timeline_svg(std::ostream& out, std::string_view title, const std::ve
           << " ms</title></rect>\n";
     }
     y = rows_top + kRow * st.trace.workers + 4;
-    // Queue depth as a step line, scaled to the highest sample.
-    std::size_t peak = 1;
+    // Queue depth as a step line, scaled to the run's highest depth (exact, from the
+    // engine), which a sample may have missed.
+    std::size_t peak = std::max<std::size_t>(1, st.trace.max_queue_depth);
     for (const auto& s : st.trace.samples) peak = std::max(peak, s.queue_depth);
     const double base = y + kDepthH;
     out << R"(<rect x=")" << kLeft << R"(" y=")" << fixed(y, 1) << R"(" width=")" << fixed(plot_w, 1)

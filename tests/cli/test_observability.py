@@ -155,6 +155,19 @@ class ReportMetricsTests(unittest.TestCase):
             self.assertIsNotNone(m, out)
             self.assertGreaterEqual(float(m.group(1)), 50.0)  # 50 ms sleeps never take less
 
+    def test_dot_refuses_a_report_of_another_graph(self):
+        # Figures are matched to stages by position: a report of another graph
+        # would label the wrong stages, so it is refused with both stage lists.
+        with tempfile.TemporaryDirectory() as d:
+            rep = os.path.join(d, "r.json")
+            rc, _, err = run("run", f"{REPO}/graphs/retries.json", "-q", "--report", rep)
+            self.assertIn(rc, (0, 1), err)  # job 13 fails by design
+            rc, out, err = run("dot", f"{REPO}/graphs/seed.json", "--report", rep)
+            self.assertEqual(rc, 2, err)
+            self.assertEqual(out, "")
+            self.assertIn(rep, err)
+            self.assertIn('graph "retries" with stages [flaky, broken], not of "seed" with stages [work]', err)
+
 
 class PrometheusTests(unittest.TestCase):
     def test_metrics_file_parses(self):
@@ -192,18 +205,30 @@ class PrometheusTests(unittest.TestCase):
             p = subprocess.Popen([BIN, "run", f"{REPO}/graphs/seed.json", "-q", "--metrics", prom,
                                   "--metrics-interval", "50ms", *spec],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            live = None
+            # 40 jobs of 30 ms on 2 workers take about 600 ms: a 50 ms interval writes
+            # the file many times before the end. Every version read must parse, and
+            # at least two must be mid-run ones (fewer than 40 succeeded), different
+            # from each other: the file is rewritten during the run, not only at the end.
+            succeeded_re = re.compile(r'^flowpool_jobs_succeeded_total\{graph="seed",stage="work"\} (\d+)$', re.M)
+            mid_run = set()
             deadline = time.monotonic() + 60
             while p.poll() is None and time.monotonic() < deadline:
                 if os.path.exists(prom):
-                    with open(prom) as f:
-                        live = f.read()
-                    break
+                    try:
+                        with open(prom) as f:
+                            live = f.read()
+                    except FileNotFoundError:
+                        live = None
+                    if live is not None:
+                        self.assertEqual(check_exposition(live), [])  # never half-written (temp file + rename)
+                        m = succeeded_re.search(live)
+                        self.assertIsNotNone(m, live)
+                        if int(m.group(1)) < 40:
+                            mid_run.add(int(m.group(1)))
                 time.sleep(0.005)
             _, err = p.communicate(timeout=120)
             self.assertEqual(p.returncode, 0, err)
-            self.assertIsNotNone(live, "no metrics file appeared while the run was going on")
-            self.assertEqual(check_exposition(live), [])  # never half-written (temp file + rename)
+            self.assertGreaterEqual(len(mid_run), 2, f"mid-run versions seen: {sorted(mid_run)}")
             with open(prom) as f:
                 final = f.read()
             self.assertIn('flowpool_jobs_succeeded_total{graph="seed",stage="work"} 40\n', final)
@@ -306,6 +331,9 @@ class TimelineTests(unittest.TestCase):
             for piece in ('class="queue-depth"', 'class="axis"', 'class="legend"', "worker 4", "succeeded",
                           "retrying"):
                 self.assertIn(piece, text)
+            # The depth label is the run's exact maximum, not the highest 1 ms sample.
+            for st in r["stages"]:
+                self.assertIn(f'>max {max(1, st["max_queue_depth"])}</text>', text)
 
 
 if __name__ == "__main__":

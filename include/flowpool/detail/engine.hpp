@@ -193,10 +193,19 @@ class engine {
       slots_ = std::make_unique<worker_slot[]>(static_cast<std::size_t>(n_));
       mclock_.emplace();
     }
+    if (tracing_) {
+      // trace_limit counts trace events: one per attempt, two per gauge sample (its
+      // queue-depth and busy-workers counters). Samples get at most an eighth, so
+      // they never crowd out attempts; none when that is under 4 samples.
+      sample_cap_ = mopts_.trace_limit / 16;
+      if (sample_cap_ < 4) sample_cap_ = 0;
+      attempt_cap_ = mopts_.trace_limit - 2 * sample_cap_;
+      sample_period_ = mopts_.sample_period;
+    }
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
-    job_cost_ns_.assign(static_cast<std::size_t>(n_), 0);
+    job_cost_ns_ = std::make_unique<padded_cost[]>(static_cast<std::size_t>(n_));
     if (opts_.ordered) reorder_.resize(window_);
     arena_.execute([this] {
       // The graph binds to the arena it is built in.
@@ -224,9 +233,9 @@ class engine {
     });
     graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
     if (tracing_ || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
-      next_sample_ = tracing_ ? start_ + mopts_.sample_period : clock::time_point::max();
+      next_sample_ = tracing_ ? start_ + sample_period_ : clock::time_point::max();
       next_callback_ = mopts_.on_snapshot ? start_ + mopts_.interval : clock::time_point::max();
-      if (tracing_ && trace_budget()) samples_.push_back(gauge_sample{ns_of(start_), 0, 0});
+      if (tracing_) add_sample(gauge_sample{ns_of(start_), 0, 0});
       const std::lock_guard lk(mu_);
       start_timer_locked();
       timer_.arm(std::min(next_sample_, next_callback_));
@@ -428,7 +437,8 @@ class engine {
     std::sort(t.attempts.begin(), t.attempts.end(),
               [](const attempt_event& a, const attempt_event& b) { return a.start_ns < b.start_ns; });
     t.samples = samples_;
-    t.dropped = trace_dropped_.load(std::memory_order_relaxed);
+    t.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
+    t.dropped = trace_dropped_.load(std::memory_order_relaxed) + 2 * samples_dropped_;
     return t;
   }
 
@@ -620,7 +630,7 @@ class engine {
     // once per run. Shallow queue, or jobs that take long: one at a time, so no
     // job waits behind another while a worker is idle (load balance, latency).
     std::size_t b = queue_.size() / (2 * static_cast<std::size_t>(n_));
-    const std::uint64_t cost = job_cost_ns_[static_cast<std::size_t>(wid - 1)];
+    const std::uint64_t cost = job_cost_ns_[static_cast<std::size_t>(wid - 1)].ns;
     b = std::min<std::size_t>(b, cost == 0 ? 1 : static_cast<std::size_t>(batch_budget_ns / cost));
     b = std::clamp<std::size_t>(b, 1, opts_.max_batch);
     if (opts_.ordered) {
@@ -723,7 +733,7 @@ class engine {
       // One clock read per batch: the mean job cost steers the next batch size.
       ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
     }
-    job_cost_ns_[static_cast<std::size_t>(wid - 1)] =
+    job_cost_ns_[static_cast<std::size_t>(wid - 1)].ns =
         std::max<std::uint64_t>(1, static_cast<std::uint64_t>(ns) / batch.size());
     busy_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -769,14 +779,32 @@ class engine {
     return t - t0;
   }
 
-  // Keeps at most trace_limit events (attempts and samples) over the whole run.
-  bool trace_budget() noexcept {
-    if (trace_used_.fetch_add(1, std::memory_order_relaxed) < mopts_.trace_limit) return true;
-    trace_dropped_.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  }
+  // Attempts take the part of trace_limit that samples cannot: the first ones are
+  // kept, later ones counted as dropped.
   void record_event(worker_slot& slot, const attempt_event& e) {
-    if (trace_budget()) slot.trace.push_back(e);
+    if (trace_used_.fetch_add(1, std::memory_order_relaxed) < attempt_cap_) {
+      slot.trace.push_back(e);
+    } else {
+      trace_dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  // Keeps at most sample_cap_ samples covering the whole run: when they fill it,
+  // every other one is dropped and sampling slows to half the rate. Called on the
+  // timer thread, or by the constructor and finish() while it is not running.
+  void add_sample(const gauge_sample& g) {
+    if (sample_cap_ == 0) {
+      ++samples_dropped_;
+      return;
+    }
+    if (samples_.size() >= sample_cap_) {
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < samples_.size(); i += 2) samples_[kept++] = samples_[i];
+      samples_dropped_ += samples_.size() - kept;
+      samples_.resize(kept);
+      sample_period_ *= 2;
+    }
+    samples_.push_back(g);
   }
 
   // The retry policy of a job: its own if it was submitted with one, else the pool's.
@@ -942,11 +970,9 @@ class engine {
     }
     spawn_workers(spawn);
     if (now >= next_sample_) {
-      if (trace_budget()) {
-        samples_.push_back(gauge_sample{mclock_->now_ns(), depth_pub_.load(std::memory_order_relaxed),
-                                        busy_.load(std::memory_order_relaxed)});
-      }
-      next_sample_ = std::max(next_sample_ + mopts_.sample_period, now);
+      add_sample(gauge_sample{mclock_->now_ns(), depth_pub_.load(std::memory_order_relaxed),
+                              busy_.load(std::memory_order_relaxed)});
+      next_sample_ = std::max(next_sample_ + sample_period_, now);
     }
     if (now >= next_callback_) {
       try {
@@ -1204,9 +1230,7 @@ class engine {
     pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
     pub_failed_.store(r.failed, std::memory_order_relaxed);
     pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);  // metrics() adds the queued ones
-    if (tracing_ && trace_budget()) {
-      samples_.push_back(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
-    }
+    if (tracing_) add_sample(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
     if (late_cause_ && why != cancel_cause::failure) {  // the serial stage failed after a cancel
       why = cancel_cause::failure;
       if (!r.cause) r.cause = late_cause_;
@@ -1269,7 +1293,12 @@ class engine {
 
   // ---- per worker id (owned by whoever holds the id) --------------------------------------
   std::vector<std::vector<work_item>> batches_;  // reused: no allocation per job
-  std::vector<std::uint64_t> job_cost_ns_;      // mean job time of the last batch (0 = unknown)
+  // Per worker id, the mean job time of its last batch (0 = unknown); written by the
+  // id's holder once per batch, read under mu_. A line each: no false sharing.
+  struct alignas(64) padded_cost {
+    std::uint64_t ns = 0;
+  };
+  std::unique_ptr<padded_cost[]> job_cost_ns_;
 
   // ---- outcome batches in flight ---------------------------------------------------------
   std::mutex batch_mu_;
@@ -1304,9 +1333,13 @@ class engine {
   alignas(64) std::atomic<std::uint64_t> pub_succeeded_{0};  // written by the aggregator only
   std::atomic<std::uint64_t> pub_failed_{0};
   std::atomic<std::uint64_t> pub_cancelled_{0};
-  alignas(64) std::atomic<std::uint64_t> trace_used_{0};
+  alignas(64) std::atomic<std::uint64_t> trace_used_{0};  // attempts offered to the trace (every worker adds)
   std::atomic<std::uint64_t> trace_dropped_{0};
-  std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
+  std::uint64_t attempt_cap_ = 0;       // attempts the trace keeps at most
+  std::size_t sample_cap_ = 0;          // gauge samples it keeps at most (0: none)
+  std::uint64_t samples_dropped_ = 0;   // timer thread only, then finish()
+  clock::duration sample_period_{};     // doubles each time the samples are thinned; timer thread
+  alignas(64) std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
   id_ring enqueued_at_;                        // metrics: when each queued job entered (ns), guarded by mu_
   mutable std::atomic<std::int64_t> busy_seen_{0};  // the largest busy time metrics() returned
   std::optional<metrics_clock> mclock_;        // set when metrics are on
