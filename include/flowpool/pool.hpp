@@ -209,7 +209,9 @@ class pool {
   /// saturation, throughput and the queue-wait and run-time histograms.
   /// During the run it is a live view; after `wait()` it is final.
   /// Without `metrics_options` only the counters `snapshot()` has, the terminal
-  /// counts (after `wait()`) and `wall` are filled in.
+  /// counts and `wall` are filled in; succeeded and failed only after `wait()`,
+  /// cancelled only after it too, except the jobs a cancel took from the queue,
+  /// which count from the cancel on.
   /// Thread-safe and lock-free: call it from any thread, at any time. It reads
   /// every worker's counters, so poll it at human rates (ms), not per job.
   ///
@@ -220,9 +222,10 @@ class pool {
   /// @endcode
   [[nodiscard]] metrics_snapshot metrics() const { return engine_->metrics(); }
 
-  /// The trace recorded with `metrics_options::trace_limit > 0`: one event per
-  /// job attempt and the gauge samples, at most `trace_limit` of them together
-  /// (`trace_data::dropped` counts the rest). Empty when tracing is off.
+  /// The trace recorded with `metrics_options::trace_limit > 0`: the job attempts
+  /// and gauge samples kept, at most `trace_limit` events (an attempt is one, a
+  /// sample two; `trace_data::dropped` counts the events not kept). Empty when
+  /// tracing is off.
   /// Call it after `wait()` returned (before, it returns an empty trace).
   /// @throws std::bad_alloc only. Thread-safe after wait().
   ///

@@ -527,6 +527,9 @@ std::string dot_escape(const std::string& s) {
 // The report's stages must be this graph's, in order: figures are matched by
 // position, so a report of another graph would label the wrong stages.
 void check_report_matches(const graph_spec& g, const nlohmann::json& report) {
+  if (!report.is_object() || !report.contains("stages") || !report["stages"].is_array()) {
+    detail::throw_error(errc::invalid_argument, "not a run report: no \"stages\" list");
+  }
   std::string graph_names;
   for (const auto& st : g.stages) graph_names += (graph_names.empty() ? "" : ", ") + st.name;
   std::string report_names;

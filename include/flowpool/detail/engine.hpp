@@ -114,9 +114,12 @@ using ingress_mutex = std::mutex;
 class metrics_clock {
  public:
   metrics_clock() noexcept : rate_(calibration()) {
-    anchor_ns_ = steady_ns();
 #if defined(__x86_64__) || defined(__i386__)
-    anchor_tsc_ = __rdtsc();
+    const auto [ns, tsc] = paired_read();
+    anchor_ns_ = ns;
+    anchor_tsc_ = tsc;
+#else
+    anchor_ns_ = steady_ns();
 #endif
   }
   /// Now, in steady_clock nanoseconds. Thread-safe, lock-free.
@@ -136,18 +139,38 @@ class metrics_clock {
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
+#if defined(__x86_64__) || defined(__i386__)
+  // A steady_clock reading and the TSC at the same moment: the steady read between
+  // two TSC reads, the tightest of 16 tries (a try preempted in the middle is
+  // never the tightest), the TSC taken as the midpoint.
+  static std::pair<std::int64_t, std::uint64_t> paired_read() noexcept {
+    std::uint64_t best_gap = ~std::uint64_t{0};
+    std::pair<std::int64_t, std::uint64_t> best{0, 0};
+    for (int i = 0; i < 16; ++i) {
+      const std::uint64_t a = __rdtsc();
+      const std::int64_t s = steady_ns();
+      const std::uint64_t b = __rdtsc();
+      if (b >= a && b - a < best_gap) {
+        best_gap = b - a;
+        best = {s, a + (b - a) / 2};
+      }
+    }
+    return best;
+  }
+#endif
+
   // ns per TSC tick, or 0 when the TSC is not usable (not x86, or not invariant).
+  // Over about 2 ms between two paired reads, so a preemption cannot skew it.
   static double calibration() noexcept {
     static const double rate = [] {
 #if defined(__x86_64__) || defined(__i386__)
       unsigned a = 0, b = 0, c = 0, d = 0;
       if (__get_cpuid(0x80000007U, &a, &b, &c, &d) == 0 || (d & (1U << 8)) == 0) return 0.0;  // invariant TSC
-      const std::int64_t s0 = steady_ns();
-      const std::uint64_t t0 = __rdtsc();
-      std::int64_t s1 = s0;
-      while (s1 - s0 < 2'000'000) s1 = steady_ns();
-      const std::uint64_t t1 = __rdtsc();
-      if (t1 <= t0) return 0.0;
+      const auto [s0, t0] = paired_read();
+      while (steady_ns() - s0 < 2'000'000) {
+      }
+      const auto [s1, t1] = paired_read();
+      if (t1 <= t0 || s1 <= s0) return 0.0;
       return static_cast<double>(s1 - s0) / static_cast<double>(t1 - t0);
 #else
       return 0.0;
@@ -232,10 +255,10 @@ class engine {
       tbb::flow::make_edge(*workers_, *aggregator_);
     });
     graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
-    if (tracing_ || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
-      next_sample_ = tracing_ ? start_ + sample_period_ : clock::time_point::max();
+    if (sample_cap_ > 0 || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
+      next_sample_ = sample_cap_ > 0 ? start_ + sample_period_ : clock::time_point::max();
       next_callback_ = mopts_.on_snapshot ? start_ + mopts_.interval : clock::time_point::max();
-      if (tracing_) add_sample(gauge_sample{ns_of(start_), 0, 0});
+      if (sample_cap_ > 0) add_sample(gauge_sample{ns_of(start_), 0, 0});
       const std::lock_guard lk(mu_);
       start_timer_locked();
       timer_.arm(std::min(next_sample_, next_callback_));
@@ -303,10 +326,11 @@ class engine {
       if (metrics_) enq = mclock_->now_ns();
     }
     if (cancelled_) return push_result::cancelled;
-    queue_.push_back(std::move(job));
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
+    // Before the push: if the ring cannot grow (bad_alloc), the job is not queued.
     if (metrics_) enqueued_at_.put(next_id_, enq, next_pop_id_);
+    queue_.push_back(std::move(job));
     if (policy) {  // rare: keeps queue entries plain jobs
       policies_.emplace(next_id_, std::move(policy));
       has_policies_.store(true, std::memory_order_release);
@@ -789,14 +813,10 @@ class engine {
     }
   }
 
-  // Keeps at most sample_cap_ samples covering the whole run: when they fill it,
-  // every other one is dropped and sampling slows to half the rate. Called on the
-  // timer thread, or by the constructor and finish() while it is not running.
+  // Keeps at most sample_cap_ (> 0) samples covering the whole run: when they fill
+  // it, every other one is dropped and sampling slows to half the rate. Called on
+  // the timer thread, or by the constructor and finish() while it is not running.
   void add_sample(const gauge_sample& g) {
-    if (sample_cap_ == 0) {
-      ++samples_dropped_;
-      return;
-    }
     if (samples_.size() >= sample_cap_) {
       std::size_t kept = 0;
       for (std::size_t i = 0; i < samples_.size(); i += 2) samples_[kept++] = samples_[i];
@@ -1230,7 +1250,7 @@ class engine {
     pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
     pub_failed_.store(r.failed, std::memory_order_relaxed);
     pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);  // metrics() adds the queued ones
-    if (tracing_) add_sample(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
+    if (sample_cap_ > 0) add_sample(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
     if (late_cause_ && why != cancel_cause::failure) {  // the serial stage failed after a cancel
       why = cancel_cause::failure;
       if (!r.cause) r.cause = late_cause_;
@@ -1336,7 +1356,7 @@ class engine {
   alignas(64) std::atomic<std::uint64_t> trace_used_{0};  // attempts offered to the trace (every worker adds)
   std::atomic<std::uint64_t> trace_dropped_{0};
   std::uint64_t attempt_cap_ = 0;       // attempts the trace keeps at most
-  std::size_t sample_cap_ = 0;          // gauge samples it keeps at most (0: none)
+  std::size_t sample_cap_ = 0;          // gauge samples it keeps at most (0: no sampling at all)
   std::uint64_t samples_dropped_ = 0;   // timer thread only, then finish()
   clock::duration sample_period_{};     // doubles each time the samples are thinned; timer thread
   alignas(64) std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
