@@ -530,32 +530,24 @@ void check_report_matches(const graph_spec& g, const nlohmann::json& report) {
   if (!report.is_object() || !report.contains("stages") || !report["stages"].is_array()) {
     detail::throw_error(errc::invalid_argument, "not a run report: no \"stages\" list");
   }
+  const auto name_of = [](const nlohmann::json& j, const char* key) {
+    return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string("?");
+  };
+  const auto& stages = report["stages"];
+  const bool other_graph = report.contains("graph") && report["graph"].is_string() && report["graph"] != g.name;
+  bool same = !other_graph && stages.size() == g.stages.size();
+  std::string report_names;
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    const std::string name = name_of(stages[i], "name");
+    report_names += (i == 0 ? "" : ", ") + name;
+    same = same && name == g.stages[i].name;
+  }
+  if (same) return;
   std::string graph_names;
   for (const auto& st : g.stages) graph_names += (graph_names.empty() ? "" : ", ") + st.name;
-  std::string report_names;
-  bool same = report.is_object() && report.contains("stages") && report["stages"].is_array() &&
-              report["stages"].size() == g.stages.size();
-  if (report.is_object() && report.contains("stages") && report["stages"].is_array()) {
-    for (std::size_t i = 0; i < report["stages"].size(); ++i) {
-      const auto& rs = report["stages"][i];
-      const std::string name = rs.is_object() && rs.contains("name") && rs["name"].is_string()
-                                   ? rs["name"].get<std::string>()
-                                   : std::string("?");
-      report_names += (report_names.empty() ? "" : ", ") + name;
-      if (same && name != g.stages[i].name) same = false;
-    }
-  }
-  if (report.is_object() && report.contains("graph") && report["graph"].is_string() &&
-      report["graph"].get<std::string>() != g.name) {
-    same = false;
-  }
-  if (!same) {
-    const std::string rg = report.is_object() && report.contains("graph") && report["graph"].is_string()
-                               ? report["graph"].get<std::string>()
-                               : std::string("?");
-    detail::throw_error(errc::invalid_argument, "the report is of graph \"" + rg + "\" with stages [" + report_names +
-                                                    "], not of \"" + g.name + "\" with stages [" + graph_names + "]");
-  }
+  detail::throw_error(errc::invalid_argument, "the report is of graph \"" + name_of(report, "graph") + "\" with stages [" +
+                                                  report_names + "], not of \"" + g.name + "\" with stages [" +
+                                                  graph_names + "]");
 }
 }  // namespace
 
