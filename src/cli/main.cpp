@@ -223,7 +223,16 @@ int cmd_run(const run_args& a) {
   }
   if (!write_observability(a, r)) return kExitFailed;
   if (!a.quiet) {
-    std::cerr << "flowpool: " << r.graph << ": " << r.status << ": " << r.succeeded << " succeeded, " << r.failed
+    // A run that failed with no failed item failed for another reason: say which.
+    std::string why;
+    if (r.status == "failed" && r.failed == 0 && r.cause) {
+      const auto& m = r.cause->message;
+      why = m.rfind("sink: ", 0) == 0      ? " (the sink could not commit its output)"
+            : m.rfind("source: ", 0) == 0  ? " (the source failed)"
+            : m.rfind("--joblog", 0) == 0  ? " (the joblog or resume state could not be written)"
+                                           : "";
+    }
+    std::cerr << "flowpool: " << r.graph << ": " << r.status << why << ": " << r.succeeded << " succeeded, " << r.failed
               << " failed, " << r.cancelled << " cancelled";
     if (r.skipped > 0) std::cerr << ", " << r.skipped << " skipped (resume)";
     if (r.retried > 0) std::cerr << ", " << r.retried << " retries";

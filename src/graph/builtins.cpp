@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "flowpool/graph.hpp"
@@ -119,8 +120,7 @@ class print_sink final : public sink {
       line_ += format_[i];
     }
     line_ += '\n';
-    out_.write(line_.data(), static_cast<std::streamsize>(line_.size()));  // one complete record
-    out_.flush();
+    detail::write_output(out_, line_, "print");  // one complete record
   }
 
  private:
@@ -129,11 +129,14 @@ class print_sink final : public sink {
   std::string line_;
 };
 
+// The aggregates print nothing when the run failed: a partial total is not the
+// answer. Their state is kept for --resume instead (see runner.cpp).
 class count_sink final : public sink {
  public:
   explicit count_sink(std::ostream& out) : out_(out) {}
   void consume(item&&) override { ++n_; }
-  void finish() override { out_ << n_ << '\n' << std::flush; }
+  void finish() override { detail::write_output(out_, std::to_string(n_) + '\n', "count"); }
+  void finish_failed() override {}
   [[nodiscard]] nlohmann::json save_state() const override { return {{"count", n_}}; }
   void load_state(const nlohmann::json& s) override { n_ = s.at("count").get<std::uint64_t>(); }
 
@@ -162,12 +165,15 @@ class sum_sink final : public sink {
     has_double_ = true;
   }
   void finish() override {
+    std::ostringstream text;
     if (has_double_) {
-      out_ << (static_cast<double>(isum_) + dsum_) << '\n' << std::flush;
+      text << (static_cast<double>(isum_) + dsum_) << '\n';
     } else {
-      out_ << isum_ << '\n' << std::flush;
+      text << isum_ << '\n';
     }
+    detail::write_output(out_, text.str(), "sum");
   }
+  void finish_failed() override {}
   [[nodiscard]] nlohmann::json save_state() const override {
     return {{"int", isum_}, {"double", dsum_}, {"has_double", has_double_}};
   }
