@@ -155,8 +155,9 @@ struct run_controls {
   /// Continue the run the joblog (and its `FILE.state`) recorded: skip the items
   /// whose result is already in the output (see docs/cli.md, "Interrupts and resume").
   bool resume = false;
-  /// With a joblog that is a regular file and a sink with state: how often the
-  /// sink's state is checkpointed (fsynced) into `FILE.state` during the run.
+  /// With a joblog that is a regular file and a sink with state: about how often
+  /// the sink's state is checkpointed (fsynced) into `FILE.state` during the run
+  /// (less often when a checkpoint takes more than a tenth of this).
   std::chrono::milliseconds checkpoint_interval{1000};
   const std::atomic<int>* interrupt = nullptr;  ///< set to a signal number to interrupt the run
   /// Called every ~100 ms during the run with a progress line's figures.

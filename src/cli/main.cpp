@@ -301,8 +301,8 @@ int main(int argc, char** argv) {
   run->add_option("--job-timeout", ra.job_timeout, "per-attempt deadline, e.g. 250ms");
   run->add_option("--halt", ra.halt, "now | soon,fail=K");
   run->add_option("--report", ra.report, "write the JSON report here");
-  run->add_option("--joblog", ra.joblog, "append one line per finished item here");
-  run->add_flag("--resume", ra.resume, "skip items the joblog says succeeded");
+  run->add_option("--joblog", ra.joblog, "write one line per finished item here (a new joblog unless --resume)");
+  run->add_flag("--resume", ra.resume, "continue the run the joblog records (see docs/cli.md)");
   auto* prog = run->add_flag("--progress", ra.progress, "show a progress bar (default: on a TTY)");
   run->add_flag("--no-progress", ra.no_progress, "never show a progress bar")->excludes(prog);
   run->add_flag("-q,--quiet", ra.quiet, "no progress bar, no summary");

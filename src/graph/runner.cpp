@@ -351,12 +351,22 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       }
     }
   }
+  // Decided before the run: the pump must not ask the sink while it consumes.
+  id_ranges skippable;
+  if (ctl.resume && stateful) {
+    for (const auto& [a, b] : covered.intervals()) {
+      for (std::uint64_t id = a;; ++id) {
+        if (!snk->needs_rerun(id)) skippable.add(id);
+        if (id == b) break;
+      }
+    }
+    covered = skippable;
+  }
   const auto skip = [&](std::uint64_t id) {
     if (!ctl.resume) return false;
-    if (!stateful) return has_id(logged_ok, id);
-    return covered.contains(id) && !snk->needs_rerun(id);
+    return stateful ? skippable.contains(id) : has_id(logged_ok, id);
   };
-  const std::uint64_t skip_hint = !ctl.resume ? 0 : stateful ? covered.size() : logged_ok.size();
+  const std::uint64_t skip_hint = !ctl.resume ? 0 : stateful ? skippable.size() : logged_ok.size();
   joblog_writer joblog(ctl.joblog, ctl.resume);
   std::error_code ignored;
   if (joblog.regular() && !ctl.resume) std::filesystem::remove(state_path(ctl.joblog), ignored);  // a stale one
