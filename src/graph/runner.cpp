@@ -15,8 +15,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
-#include <map>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -151,6 +151,14 @@ class id_ranges {
       return;
     }
     r_.emplace(id, id);
+  }
+  // Adds [first, last], which must lie after every interval added so far.
+  void add_interval(std::uint64_t first, std::uint64_t last) {
+    if (!r_.empty() && std::prev(r_.end())->second + 1 >= first) {
+      std::prev(r_.end())->second = std::max(std::prev(r_.end())->second, last);
+    } else {
+      r_.emplace(first, last);
+    }
   }
   [[nodiscard]] bool contains(std::uint64_t id) const {
     auto next = r_.upper_bound(id);
@@ -355,8 +363,14 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   id_ranges skippable;
   if (ctl.resume && stateful) {
     for (const auto& [a, b] : covered.intervals()) {
+      std::optional<std::uint64_t> from;  // the start of the current run of skippable ids
       for (std::uint64_t id = a;; ++id) {
-        if (!snk->needs_rerun(id)) skippable.add(id);
+        const bool keep = !snk->needs_rerun(id);
+        if (keep && !from) from = id;
+        if (from && (!keep || id == b)) {
+          skippable.add_interval(*from, keep ? id : id - 1);
+          from.reset();
+        }
         if (id == b) break;
       }
     }
