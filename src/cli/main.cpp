@@ -227,10 +227,10 @@ int cmd_run(const run_args& a) {
     std::string why;
     if (r.status == "failed" && r.failed == 0 && r.cause) {
       const auto& m = r.cause->message;
-      why = m.rfind("sink: ", 0) == 0      ? " (the sink could not commit its output)"
-            : m.rfind("source: ", 0) == 0  ? " (the source failed)"
-            : m.rfind("--joblog", 0) == 0  ? " (the joblog or resume state could not be written)"
-                                           : "";
+      why = m.rfind("sink: ", 0) == 0     ? " (the sink could not commit its output)"
+            : m.rfind("source: ", 0) == 0 ? " (the source failed)"
+            : m.rfind("--joblog", 0) == 0 ? " (the joblog or resume state could not be written)"
+                                          : "";
     }
     std::cerr << "flowpool: " << r.graph << ": " << r.status << why << ": " << r.succeeded << " succeeded, " << r.failed
               << " failed, " << r.cancelled << " cancelled";

@@ -294,8 +294,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   std::ostream& out = ctl.out != nullptr ? *ctl.out : std::cout;
   auto src = src_info->make(spec.source_params);
   sink_env env{&out, spec.ordered, {}};
-  if (spec.source_params.is_object() && spec.source_params.contains("path") &&
-      spec.source_params["path"].is_string()) {
+  if (spec.source_params.is_object() && spec.source_params.contains("path") && spec.source_params["path"].is_string()) {
     const auto in = spec.source_params["path"].get<std::string>();
     env.inputs.push_back(in == "-" ? "/dev/stdin" : in);
   }
@@ -330,7 +329,9 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       nlohmann::json doc;
       try {
         doc = nlohmann::json::parse(state);
-        if (!doc.is_object() || doc.value(kStateFormat, 0) != 1) throw std::invalid_argument("not a flowpool resume state");
+        if (!doc.is_object() || doc.value(kStateFormat, 0) != 1) {
+          throw std::invalid_argument("not a flowpool resume state");
+        }
         const auto saved_sink = doc.at("sink").get<std::string>();
         if (saved_sink != spec.sink_type) {
           throw std::invalid_argument("it is the state of a \"" + saved_sink + "\" sink, this run's sink is \"" +
@@ -346,8 +347,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
         if (static_cast<std::uint64_t>(hi - lo) != b - a + 1) {
           std::uint64_t missing = a;
           for (auto i = lo; i != hi && *i == missing; ++i) ++missing;
-          detail::throw_error(errc::io, what + "it holds item " + std::to_string(missing) +
-                                            ", which the joblog \"" + ctl.joblog +
+          detail::throw_error(errc::io, what + "it holds item " + std::to_string(missing) + ", which the joblog \"" +
+                                            ctl.joblog +
                                             "\" does not record as succeeded: they are not of the same run (remove "
                                             "both to start over)");
         }
@@ -505,23 +506,26 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       return it;
     };
     if (last) {
-      rt.p = std::make_unique<pool<item, item>>(o, work, [&](item&& it) {
-        try {
-          snk->consume(std::move(it));
-        } catch (...) {
-          // A write that failed because a signal came (SIGPIPE: the reader of stdout
-          // went away) ends the run as interrupted by that signal, not as failed.
-          const int sig = ctl.interrupt != nullptr ? ctl.interrupt->load() : 0;
-          if (sig != 0) {
-            {
-              const std::lock_guard lk(run_mu);
-              if (signal_seen == 0) signal_seen = sig;
+      rt.p = std::make_unique<pool<item, item>>(
+          o, work,
+          [&](item&& it) {
+            try {
+              snk->consume(std::move(it));
+            } catch (...) {
+              // A write that failed because a signal came (SIGPIPE: the reader of stdout
+              // went away) ends the run as interrupted by that signal, not as failed.
+              const int sig = ctl.interrupt != nullptr ? ctl.interrupt->load() : 0;
+              if (sig != 0) {
+                {
+                  const std::lock_guard lk(run_mu);
+                  if (signal_seen == 0) signal_seen = sig;
+                }
+                cancel_all("interrupted", std::nullopt);
+              }
+              throw;
             }
-            cancel_all("interrupted", std::nullopt);
-          }
-          throw;
-        }
-      }, mo);
+          },
+          mo);
     } else {
       stage_runtime& next = *stages[kk + 1];
       rt.p = std::make_unique<pool<item, item>>(o, work, [&next, &dropped_between, &done_items, &joblog](item&& it) {
@@ -573,8 +577,10 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
           busy += s->p->snapshot().busy_workers;
           workers += s->p->options().workers;
         }
-        ctl.on_progress(done_items.load(), total ? std::optional<std::uint64_t>(*total - std::min<std::uint64_t>(*total, skip_hint)) : std::nullopt,
-                        failed_items.load(), busy, workers);
+        ctl.on_progress(
+            done_items.load(),
+            total ? std::optional<std::uint64_t>(*total - std::min<std::uint64_t>(*total, skip_hint)) : std::nullopt,
+            failed_items.load(), busy, workers);
         next_progress = now + std::chrono::milliseconds(100);
       }
       if (ctl.on_metrics && ctl.metrics && now >= next_metrics) {

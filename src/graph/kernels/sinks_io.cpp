@@ -102,11 +102,12 @@ class file_sink final : public sink {
     const bool exists = ::stat(partial_.c_str(), &mine) == 0;
     for (const auto& in : inputs) {
       struct stat theirs {};
-      const bool same_inode = exists && ::stat(in.c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev &&
-                              theirs.st_ino == mine.st_ino;
+      const bool same_inode =
+          exists && ::stat(in.c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev && theirs.st_ino == mine.st_ino;
       std::error_code ec1, ec2;
-      const bool same_path = std::filesystem::weakly_canonical(in, ec1) == std::filesystem::weakly_canonical(partial_, ec2) &&
-                             !ec1 && !ec2;
+      const bool same_path =
+          std::filesystem::weakly_canonical(in, ec1) == std::filesystem::weakly_canonical(partial_, ec2) && !ec1 &&
+          !ec2;
       if (same_inode || same_path) {
         throw_error(errc::invalid_argument, "file: the temporary output \"" + partial_ + "\" is the input \"" + in +
                                                 "\": writing it would destroy the input; choose another sink.path");
