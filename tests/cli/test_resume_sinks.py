@@ -27,11 +27,11 @@ def graph(name):
     return os.path.join(REPO, "graphs", name)
 
 
-def run(*args, timeout=120, stdout=None, text=True):
+def run(*args, timeout=120, stdout=None, text=True, env=None):
     if stdout is None:
-        p = subprocess.run([BIN, *args], capture_output=True, timeout=timeout, text=text)
+        p = subprocess.run([BIN, *args], capture_output=True, timeout=timeout, text=text, env=env)
     else:
-        p = subprocess.run([BIN, *args], stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, text=text)
+        p = subprocess.run([BIN, *args], stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, text=text, env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -309,9 +309,13 @@ class FileSinkTests(unittest.TestCase):
             with open(src, "wb") as f:
                 f.truncate(400 << 20)
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            # An AddressSanitizer build keeps up to 256 MiB of freed memory by default.
+            env = dict(os.environ)
+            env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"), "quarantine_size_mb=8"]))
             rc, _, err = run("run", graph("compress.json"), "--set", f"source.path={src}",
                              "--set", f"sink.path={out}", "--set", "options.capacity=4",
-                             "--set", 'stages=[{"name":"flaky","kernel":"fail","workers":2,"params":{"ids":[2]}}]')
+                             "--set", 'stages=[{"name":"flaky","kernel":"fail","workers":2,"params":{"ids":[2]}}]',
+                             env=env)
             self.assertEqual(rc, 1, err)
             self.assertIn("item 2 failed", err)
             rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
