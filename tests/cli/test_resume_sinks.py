@@ -66,7 +66,7 @@ def range_graph(count, sink, ms=1, workers=2, extra_stage=None):
     if extra_stage is not None:
         stages.append(extra_stage)
     return ["run", graph("seed.json"), "--set", f"source.count={count}", "--set", f"sink={json.dumps(sink)}",
-            "--set", f"stages={json.dumps(stages)}", "--set", "options.timeout=0s"]
+            "--set", f"stages={json.dumps(stages)}", "--set", "options.timeout=10m"]
 
 
 def fail_stage(ids):
