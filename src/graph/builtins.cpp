@@ -12,9 +12,9 @@
 #include <iostream>
 #include <thread>
 
+#include "../util/quote.hpp"
 #include "flowpool/graph.hpp"
 #include "flowpool/registry.hpp"
-#include "../util/quote.hpp"
 #include "kernels/kernels.hpp"
 
 namespace flowpool {
@@ -194,7 +194,7 @@ class count_sink final : public sink {
 // Integers are summed exactly in 128 bits (no int64 wrap: three values near 4e18 print
 // 12000000000000000000), decimal values in a double. The sum of 2^64 int64 values always
 // fits; an overflow of the 128-bit sum would still be reported, never wrapped.
-__extension__ using int128 = __int128;                    // GCC/Clang: exact 128-bit sums
+__extension__ using int128 = __int128;  // GCC/Clang: exact 128-bit sums
 __extension__ using uint128 = unsigned __int128;
 
 class sum_sink final : public sink {

@@ -30,10 +30,10 @@ std::size_t printable_utf8(std::string_view s, std::size_t i) {
   }
   const bool overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
   if (overlong || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  if (cp >= 0x80 && cp <= 0x9f) return 0;                                   // C1 controls (CSI is 0x9b)
+  if (cp >= 0x80 && cp <= 0x9f) return 0;                                        // C1 controls (CSI is 0x9b)
   if (cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e)) return 0;  // bidi marks, embeddings
-  if (cp >= 0x2066 && cp <= 0x2069) return 0;                               // bidi isolates
-  if (cp == 0x2028 || cp == 0x2029) return 0;                               // line, paragraph separators
+  if (cp >= 0x2066 && cp <= 0x2069) return 0;                                    // bidi isolates
+  if (cp == 0x2028 || cp == 0x2029) return 0;                                    // line, paragraph separators
   return len;
 }
 
@@ -78,12 +78,23 @@ std::string quote_name(std::string_view name) {
     }
     ++i;
     switch (c) {
-      case '\n': out += "\\n"; continue;
-      case '\t': out += "\\t"; continue;
-      case '\r': out += "\\r"; continue;
-      case '\\': out += "\\\\"; continue;
-      case '\'': out += "\\'"; continue;
-      default: break;
+      case '\n':
+        out += "\\n";
+        continue;
+      case '\t':
+        out += "\\t";
+        continue;
+      case '\r':
+        out += "\\r";
+        continue;
+      case '\\':
+        out += "\\\\";
+        continue;
+      case '\'':
+        out += "\\'";
+        continue;
+      default:
+        break;
     }
     if (c >= 0x20 && c < 0x7f) {
       out += static_cast<char>(c);

@@ -28,8 +28,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -39,9 +39,9 @@
 #include <stop_token>
 #include <thread>
 
+#include "../../util/quote.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/graph.hpp"
-#include "../../util/quote.hpp"
 #include "kernels.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): POSIX
@@ -101,8 +101,9 @@ std::vector<std::string> build_argv(const exec_config& cfg, const item& it) {
   if (cfg.append_input) args.push_back(it.input);
   for (std::size_t k = 0; k < args.size(); ++k) {
     if (const auto z = args[k].find('\0'); z != std::string::npos) {
-      const std::string which = k < cfg.argv.size() ? "argv[" + std::to_string(k) + "] (" + quote_name(cfg.argv[k]) + ")"
-                                                    : std::string("the appended input (the last argument)");
+      const std::string which = k < cfg.argv.size()
+                                    ? "argv[" + std::to_string(k) + "] (" + quote_name(cfg.argv[k]) + ")"
+                                    : std::string("the appended input (the last argument)");
       throw permanent_error("exec: " + which + " holds a NUL byte at offset " + std::to_string(z) +
                             " after expansion; a command argument cannot contain NUL");
     }
@@ -420,11 +421,14 @@ struct fd_pair {
 };
 
 std::string describe_status(const std::string& cmd, int status) {
-  if (WIFEXITED(status)) return "exec: " + quote_name(cmd) + " exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFEXITED(status)) {
+    return "exec: " + quote_name(cmd) + " exited with status " + std::to_string(WEXITSTATUS(status));
+  }
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     const char* name = ::strsignal(sig);
-    return "exec: " + quote_name(cmd) + " was killed by signal " + std::to_string(sig) + " (" + (name ? name : "?") + ")";
+    return "exec: " + quote_name(cmd) + " was killed by signal " + std::to_string(sig) + " (" + (name ? name : "?") +
+           ")";
   }
   return "exec: " + quote_name(cmd) + " ended with wait status " + std::to_string(status);
 }

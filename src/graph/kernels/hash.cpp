@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <memory>
 
-#include "flowpool/error.hpp"
 #include "../../util/quote.hpp"
+#include "flowpool/error.hpp"
 #include "kernels.hpp"
 
 namespace flowpool::detail {

@@ -18,8 +18,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "flowpool/error.hpp"
 #include "../../util/quote.hpp"
+#include "flowpool/error.hpp"
 #include "kernels.hpp"
 
 namespace flowpool::detail {

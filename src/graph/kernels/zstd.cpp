@@ -4,8 +4,8 @@
 
 #include <memory>
 
-#include "flowpool/error.hpp"
 #include "../../util/quote.hpp"
+#include "flowpool/error.hpp"
 #include "kernels.hpp"
 
 namespace flowpool::detail {
@@ -96,7 +96,9 @@ void decompress_all(const std::string& in, std::string& out, const std::string& 
     if (dst.pos == 0) break;
   }
   if (in.empty()) throw permanent_error("zstd: " + quote_name(name) + ": empty input is not a zstd frame");
-  if (last != 0) throw permanent_error("zstd: " + quote_name(name) + ": truncated zstd data (the last frame is incomplete)");
+  if (last != 0) {
+    throw permanent_error("zstd: " + quote_name(name) + ": truncated zstd data (the last frame is incomplete)");
+  }
 }
 
 }  // namespace
