@@ -75,13 +75,15 @@ class lines_source final : public source {
 
   std::optional<item> next() override {
     for (;;) {
-      const auto nl = buf_.find('\n', pos_);
+      const auto nl = buf_.find('\n', std::max(pos_, scanned_));  // a long line is scanned once
       if (nl != std::string::npos) return take(nl - pos_, 1);
+      scanned_ = buf_.size();
       if (eof_) {
         if (pos_ == buf_.size()) return std::nullopt;
         return take(buf_.size() - pos_, 0);
       }
       buf_.erase(0, pos_);
+      scanned_ -= pos_;
       pos_ = 0;
       const std::size_t have = buf_.size();
       buf_.resize(have + 65536);
@@ -114,6 +116,7 @@ class lines_source final : public source {
   int fd_ = -1;
   std::string buf_;
   std::size_t pos_ = 0;
+  std::size_t scanned_ = 0;  // buf_ has no '\n' in [pos_, scanned_)
   bool eof_ = false;
   std::uint64_t n_ = 0;
 };
@@ -213,7 +216,10 @@ class sum_sink final : public sink {
     char* end = nullptr;
     const double d = std::strtod(v.c_str(), &end);
     if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(d)) {
-      throw error(errc::invalid_argument, "sum: item " + std::to_string(it.id) + " value \"" + v + "\" is not a number");
+      // Quoted (a value may hold a newline or a terminal escape) and cut to its first 100 bytes.
+      const std::string shown = detail::quote_name(std::string_view(v).substr(0, 100)) +
+                                (v.size() > 100 ? " (the first 100 of " + std::to_string(v.size()) + " bytes)" : "");
+      throw error(errc::invalid_argument, "sum: item " + std::to_string(it.id) + " value " + shown + " is not a number");
     }
     dsum_ += d;
     has_double_ = true;

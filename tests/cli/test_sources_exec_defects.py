@@ -108,6 +108,14 @@ class SumTests(unittest.TestCase):
                     self.assertEqual(rc, 0, err)
                     self.assertEqual(out.decode(), f"{sum(values)}\n")
 
+    def test_not_a_number_is_quoted(self):
+        with tempfile.TemporaryDirectory() as d:
+            src = write(os.path.join(d, "in.txt"), b"1\nx\x1b[2Jy\n")
+            rc, out, err = run("run", spec(d, {"type": "lines", "path": src}, {"type": "sum"}))
+            self.assertEqual(rc, 1, err)
+            self.assertIn("sum: item 2 value $'x\\x1b[2Jy' is not a number", err)
+            self.assertNotIn("\x1b", err)
+
     def test_resume_keeps_a_sum_beyond_int64(self):
         # The saved aggregate of an interrupted run holds the exact 128-bit sum.
         with tempfile.TemporaryDirectory() as d:
@@ -192,7 +200,7 @@ class LinesSourceTests(unittest.TestCase):
         # Empty lines are items; a last line without a newline is one; an empty input is none;
         # long lines cross the read buffer intact.
         with tempfile.TemporaryDirectory() as d:
-            long_line = "x" * 200000
+            long_line = "x" * 3000000
             for data, want in ((b"", []), (b"\n", [""]), (b"a\n\nb", ["a", "", "b"]),
                                ((long_line + "\n" + long_line).encode(), [long_line, long_line])):
                 with self.subTest(data=data[:20]):
@@ -224,6 +232,15 @@ class ExecArgumentTests(unittest.TestCase):
             self.assertEqual(rc, 1, err)
             self.assertIn('the input ("$1" of the script) holds a NUL byte at offset 1', err)
             self.assertEqual(out, b"[good]\n")
+
+    def test_nul_in_the_argv_template_is_refused(self):
+        with tempfile.TemporaryDirectory() as d:
+            src = write(os.path.join(d, "in.txt"), b"1\n")
+            rc, out, err = run("run", graph("exec.json"), "--set", f"source.path={src}",
+                               "--set", 'stages[0].params.argv=["printf","a\\u0000b"]')
+            self.assertEqual(rc, 2, err)
+            self.assertIn("exec: argv[1] holds a NUL byte; a command argument cannot contain NUL", err)
+            self.assertEqual(out, b"")
 
     def test_nul_from_value_placeholder(self):
         with tempfile.TemporaryDirectory() as d:
