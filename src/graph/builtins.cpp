@@ -219,7 +219,8 @@ class sum_sink final : public sink {
       // Quoted (a value may hold a newline or a terminal escape) and cut to its first 100 bytes.
       const std::string shown = detail::quote_name(std::string_view(v).substr(0, 100)) +
                                 (v.size() > 100 ? " (the first 100 of " + std::to_string(v.size()) + " bytes)" : "");
-      throw error(errc::invalid_argument, "sum: item " + std::to_string(it.id) + " value " + shown + " is not a number");
+      throw error(errc::invalid_argument,
+                  "sum: item " + std::to_string(it.id) + " value " + shown + " is not a number");
     }
     dsum_ += d;
     has_double_ = true;
