@@ -274,11 +274,12 @@ void register_builtins(registry& r) {
                     it.value = it.input;
                   };
                 }});
+  param_info ids_param = P("ids", param_type::string_list, nlohmann::json::array(), "item ids that always fail");
+  ids_param.check = check_item_ids;
   r.add_kernel({"fail",
                 "fault injection: fails chosen attempts; value = input",
                 {P("probability", param_type::number, 0.0, "chance that an item fails", 0, 1),
-                 detail::with_check(P("ids", param_type::string_list, nlohmann::json::array(), "item ids that always fail"),
-                                    check_item_ids),
+                 ids_param,
                  P("fail_attempts", param_type::integer, 0, "fail only the first K attempts (0: every attempt)", 0, 1000),
                  P("seed", param_type::integer, 0, "seed for probability", 0, 9.0e15)},
                 [](const nlohmann::json& p) -> kernel_fn {
@@ -286,7 +287,7 @@ void register_builtins(registry& r) {
                   std::vector<std::uint64_t> ids;
                   for (const auto& v : p["ids"]) {
                     const auto id = item_id(v);
-                    if (!id) detail::throw_error(errc::invalid_argument, "fail: ids: not an item id: " + detail::dump_escaped(v));
+                    if (!id) detail::throw_error(errc::invalid_argument, "fail: ids: " + detail::dump_escaped(v));
                     ids.push_back(*id);
                   }
                   const auto k = p["fail_attempts"].get<std::uint32_t>();
@@ -302,10 +303,11 @@ void register_builtins(registry& r) {
                   };
                 }});
 
+  param_info format = P("format", param_type::string, "{value}", "placeholders {id} {worker} {input} {value}");
+  format.check = check_print_format;
   r.add_sink({"print",
               "prints one line per item",
-              {detail::with_check(P("format", param_type::string, "{value}", "placeholders {id} {worker} {input} {value}"),
-                                  check_print_format)},
+              {format},
               [](const nlohmann::json& p, const sink_env& env) -> std::unique_ptr<sink> {
                 return std::make_unique<print_sink>(p["format"].get<std::string>(), *env.out);
               },

@@ -129,6 +129,8 @@ inline nlohmann::json escape_json(const nlohmann::json& v) {
 }
 
 /// `v.dump(indent)` that never throws for invalid UTF-8: strings are written with `escape_bytes`.
-inline std::string dump_escaped(const nlohmann::json& v, int indent = -1) { return escape_json(v).dump(indent); }
+inline std::string dump_escaped(const nlohmann::json& v, int indent = -1) {
+  return escape_json(v).dump(indent);
+}
 
 }  // namespace flowpool::detail
