@@ -83,6 +83,7 @@ nlohmann::json parse_bounded(const std::string& text, int max_depth) {
 // 4000000000000000001 is above 4.0e18 even though it rounds to it as a double).
 std::int64_t integer_bound(double d, bool lower) {
   constexpr double two63 = 9223372036854775808.0;
+  if (std::isnan(d)) return lower ? std::numeric_limits<std::int64_t>::max() : std::numeric_limits<std::int64_t>::min();
   if (d >= two63) return std::numeric_limits<std::int64_t>::max();
   if (d < -two63) return std::numeric_limits<std::int64_t>::min();
   return static_cast<std::int64_t>(lower ? std::ceil(d) : std::floor(d));
