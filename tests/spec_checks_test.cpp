@@ -115,7 +115,7 @@ TEST_CASE("stage names are unique, limits exact, deadlines above zero", "[graph]
   CHECK_THAT(p, Catch::Contains("options.job_timeout: must be greater than 0"));
 }
 
-TEST_CASE("--set holds the document to the depth limit", "[graph]") {
+TEST_CASE("overrides (--set) hold the document to the depth limit", "[graph]") {
   auto doc = spec();
   const std::string deep = std::string(60000, '[') + std::string(60000, ']');
   CHECK_THROWS_WITH(flowpool::apply_override(doc, "source.count=" + deep),
