@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "../util/quote.hpp"
+#include "../util/text.hpp"
 #include "flowpool/graph.hpp"
 #include "flowpool/registry.hpp"
 #include "kernels/kernels.hpp"
@@ -286,6 +287,48 @@ param_info P(std::string name, param_type type, nlohmann::json def, std::string 
   return detail::make_param(std::move(name), type, std::move(def), std::move(help), lo, hi);
 }
 
+// ---- parameter rules beyond the types (param_info::check), run by validate_spec ------------
+
+using problem_fn = std::function<void(const std::string&, const std::string&)>;
+
+// An item id in a list: a positive integer, or one written as a string ("7").
+std::optional<std::uint64_t> item_id(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>() > 0 ? std::optional(v.get<std::uint64_t>()) : std::nullopt;
+  if (v.is_number_integer()) return v.get<std::int64_t>() > 0 ? std::optional(v.get<std::uint64_t>()) : std::nullopt;
+  if (!v.is_string()) return std::nullopt;
+  const auto& s = v.get_ref<const std::string&>();
+  std::uint64_t id = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
+  if (s.empty() || ec != std::errc{} || p != s.data() + s.size() || id == 0) return std::nullopt;
+  return id;
+}
+
+void check_item_ids(const nlohmann::json& ids, const nlohmann::json&, const problem_fn& problem) {
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (!item_id(ids[i])) {
+      problem("[" + std::to_string(i) + "]",
+              "must be an item id (a positive integer, or one written as a string such as \"7\"), got " +
+                  detail::dump_escaped(ids[i]));
+    }
+  }
+}
+
+// The print sink's placeholders: {id} {worker} {input} {value}. Parsed as the sink parses
+// them (a '{' up to the next '}'), so that nothing is printed literally by mistake.
+void check_print_format(const nlohmann::json& v, const nlohmann::json&, const problem_fn& problem) {
+  const auto& format = v.get_ref<const std::string&>();
+  for (std::size_t i = format.find('{'); i != std::string::npos; i = format.find('{', i + 1)) {
+    const auto close = format.find('}', i);
+    if (close == std::string::npos) break;
+    const std::string key = format.substr(i + 1, close - i - 1);
+    if (key != "id" && key != "worker" && key != "input" && key != "value") {
+      problem("", "unknown placeholder \"{" + detail::escape_bytes(key) +
+                      "}\"; the placeholders are {id} {worker} {input} {value}");
+    }
+    i = close;
+  }
+}
+
 void register_builtins(registry& r) {
   r.add_source({"range",
                 "the integers start, start+1, ... (count of them)",
@@ -328,17 +371,21 @@ void register_builtins(registry& r) {
                     it.value = it.input;
                   };
                 }});
+  param_info ids_param = P("ids", param_type::string_list, nlohmann::json::array(), "item ids that always fail");
+  ids_param.check = check_item_ids;
   r.add_kernel({"fail",
                 "fault injection: fails chosen attempts; value = input",
                 {P("probability", param_type::number, 0.0, "chance that an item fails", 0, 1),
-                 P("ids", param_type::string_list, nlohmann::json::array(), "item ids that always fail"),
+                 ids_param,
                  P("fail_attempts", param_type::integer, 0, "fail only the first K attempts (0: every attempt)", 0, 1000),
                  P("seed", param_type::integer, 0, "seed for probability", 0, 9.0e15)},
                 [](const nlohmann::json& p) -> kernel_fn {
                   const double prob = p["probability"].get<double>();
                   std::vector<std::uint64_t> ids;
                   for (const auto& v : p["ids"]) {
-                    ids.push_back(v.is_string() ? std::stoull(v.get<std::string>()) : v.get<std::uint64_t>());
+                    const auto id = item_id(v);
+                    if (!id) detail::throw_error(errc::invalid_argument, "fail: ids: " + detail::dump_escaped(v));
+                    ids.push_back(*id);
                   }
                   const auto k = p["fail_attempts"].get<std::uint32_t>();
                   const auto seed = p["seed"].get<std::uint64_t>();
@@ -353,9 +400,11 @@ void register_builtins(registry& r) {
                   };
                 }});
 
+  param_info format = P("format", param_type::string, "{value}", "placeholders {id} {worker} {input} {value}");
+  format.check = check_print_format;
   r.add_sink({"print",
               "prints one line per item",
-              {P("format", param_type::string, "{value}", "placeholders {id} {worker} {input} {value}")},
+              {format},
               [](const nlohmann::json& p, const sink_env& env) -> std::unique_ptr<sink> {
                 return std::make_unique<print_sink>(p["format"].get<std::string>(), *env.out);
               },
@@ -397,6 +446,19 @@ const typename Map::mapped_type* find_in(const Map& m, const std::string& name) 
 }
 
 }  // namespace
+
+namespace detail {
+
+void check_exec_argv(const nlohmann::json& argv, const nlohmann::json& params, const problem_fn& problem) {
+  if (argv.empty() || (argv[0].is_string() && argv[0].get_ref<const std::string&>().empty())) {
+    problem("", "must name a command: a non-empty list whose first element is not empty, got " + dump_escaped(argv));
+  } else if (params.value("shell", false) && argv.size() != 1) {
+    problem("", "with shell: true, must be one string (the script; the input is \"$1\"), got " +
+                    std::to_string(argv.size()) + " elements");
+  }
+}
+
+}  // namespace detail
 
 registry& registry::global() {
   static registry* r = [] {

@@ -528,9 +528,11 @@ void register_exec_kernel(registry& r) {
       {"exec",
        "runs a command per item with no shell (argv template: {input} {id} {value}); value = its stdout; "
        "stderr is passed through with an \"[item ID] \" prefix; a non-zero exit fails the attempt",
-       {make_param("argv", param_type::string_list, nullptr,
-                   "the command and its arguments, e.g. [\"gzip\", \"-c\", \"{input}\"]; with no placeholder "
-                   "anywhere, the input is appended as the last argument"),
+       {with_check(
+            make_param("argv", param_type::string_list, nullptr,
+                       "the command and its arguments, e.g. [\"gzip\", \"-c\", \"{input}\"]; with no placeholder "
+                       "anywhere, the input is appended as the last argument"),
+            check_exec_argv),
         make_param("shell", param_type::boolean, false,
                    "run argv[0] (the only element) as a /bin/sh script; the input is \"$1\" and the id \"$2\""),
         make_param("grace", param_type::duration, "2s",
