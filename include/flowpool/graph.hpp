@@ -98,9 +98,11 @@ struct graph_spec {
   std::chrono::nanoseconds job_timeout{0};  ///< per attempt; 0: none
 };
 
-/// Reads a spec file and parses it as JSON (validate it with `validate_spec`).
+/// Reads a spec file and parses it as JSON (validate it with `validate_spec`). At most
+/// 4 MiB + 1 byte is read, whatever the file is (a pipe such as /dev/stdin too), and the
+/// JSON may nest at most 64 levels.
 /// @throws spec_error naming the file and every problem
-/// (missing file, a directory, unreadable, empty, not JSON, too deeply nested, invalid).
+/// (missing file, a directory, unreadable, larger than 4 MiB, empty, not JSON, too deeply nested).
 /// Thread-safe.
 ///
 /// @code
@@ -110,8 +112,9 @@ FLOWPOOL_API nlohmann::json read_spec_file(const std::filesystem::path& path);
 
 /// Applies `PATH=VALUE` overrides (`stages[0].workers=4`, `source.count=100`).
 /// VALUE is parsed as JSON when it is valid JSON, else taken as a string.
-/// Missing objects on the path are created. This is the CLI's `--set`.
-/// @throws spec_error for a malformed assignment.
+/// Missing objects on the path are created. This is the CLI's `--set`. The path's levels
+/// plus the value's nesting may not exceed the spec's limit of 64 levels.
+/// @throws spec_error for a malformed assignment, or one nested too deeply.
 /// Thread-safety: modifies `doc` only.
 ///
 /// @code
@@ -121,7 +124,9 @@ FLOWPOOL_API nlohmann::json read_spec_file(const std::filesystem::path& path);
 FLOWPOOL_API void apply_override(nlohmann::json& doc, const std::string& assignment);
 
 /// Validates a parsed spec against the registry and fills in defaults.
-/// Unknown keys, types and names are reported with a did-you-mean suggestion.
+/// Unknown keys, types and names are reported with a did-you-mean suggestion; each
+/// parameter's own rules (`param_info::check`) run once the types are right, and stage
+/// names must be unique.
 /// @throws spec_error listing every problem, each with its JSON path.
 /// Thread-safe, as long as `reg` is not modified meanwhile.
 ///

@@ -43,6 +43,21 @@ struct param_info {
   double min = 0;              ///< integers and numbers: smallest allowed value
   double max = 9.0e15;         ///< integers and numbers: largest allowed value
   std::vector<std::string> choices;  ///< strings: the allowed values (empty: any)
+  /// Rules that the type cannot express, checked by validate_spec (so `flowpool validate`
+  /// finds them) once every parameter has passed its type check: called with this
+  /// parameter's value and the complete parameters (defaults filled in), it reports each
+  /// problem through `problem(where, message)`, where `where` is a path below the parameter
+  /// ("" for the value itself, "[2]" for an element of a list). Empty: no extra rules.
+  /// It must not throw; the `make` function may then rely on what it checked.
+  ///
+  /// @code
+  ///   p.check = [](const nlohmann::json& v, const nlohmann::json&, const auto& problem) {
+  ///     if (v.get<std::string>().empty()) problem("", "must not be empty");
+  ///   };
+  /// @endcode
+  std::function<void(const nlohmann::json& value, const nlohmann::json& params,
+                     const std::function<void(const std::string& where, const std::string& message)>& problem)>
+      check;
 };
 
 /// A kernel transforms an item in place; it may throw to fail the attempt

@@ -1,15 +1,20 @@
 // flowpool: run, validate and draw graph specs. Exit codes are documented in docs/cli.md.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
 
+#include "../util/text.hpp"
 #include "flowpool/flowpool.hpp"
 #include "flowpool/graph.hpp"
 
@@ -110,14 +115,100 @@ std::string fmt_duration(double seconds) {
   return s.str();
 }
 
-// Writes --metrics (final), --trace and --timeline. False (after a message) when a file cannot be written.
-bool write_observability(const run_args& a, const flowpool::graph_report& r) {
+// ---- output files: --report, --metrics, --trace, --timeline ----------------------------------
+//
+// A regular file (or a new one) is written through PATH.tmp and a rename, so a reader never
+// sees half of it; the .tmp is removed when anything fails. An existing non-regular file
+// (/dev/stdout, /dev/null, a FIFO) is written directly: renaming over it would replace it.
+
+bool is_special_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// Writes `text` to `path`. Empty on success, else the reason ("Permission denied").
+std::string write_output(const std::string& path, std::string_view text) {
+  if (is_special_file(path)) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return std::strerror(errno);
+    const bool ok = write_all(fd, text);
+    const int err = errno;
+    if (::close(fd) != 0 && ok) return std::strerror(errno);
+    return ok ? "" : std::strerror(err);
+  }
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0666);
+  if (fd < 0) return std::strerror(errno);
+  int err = 0;
+  if (!write_all(fd, text)) err = errno != 0 ? errno : EIO;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return std::strerror(err);
+  }
+  return "";
+}
+
+// Whether `path` can be written by write_output, checked before the run starts (as --joblog
+// is): a directory is refused, and the temporary file is created and removed again. Empty
+// when it can, else the reason.
+std::string output_problem(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return std::strerror(EISDIR);
+    if (S_ISFIFO(st.st_mode)) return "";  // opening it would wait for a reader
+    if (!S_ISREG(st.st_mode)) {
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+      if (fd < 0) return std::strerror(errno);
+      ::close(fd);
+      return "";
+    }
+  }
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return "";
+  }
+  if (errno != EEXIST) return std::strerror(errno);
+  fd = ::open(tmp.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);  // left by a killed run: it is reused
+  if (fd < 0) return std::strerror(errno);
+  ::close(fd);
+  return "";
+}
+
+void print_output_error(const char* flag, const std::string& path, const std::string& reason) {
+  std::cerr << "flowpool: " << flag << ": cannot write \"" << path << "\": " << reason << '\n';
+}
+
+// Writes --report, --metrics (final), --trace and --timeline. False (after a message naming
+// the file and the reason) when one cannot be written. `metrics_reported`: a failing
+// periodic --metrics write was already reported, so the final one is not reported again.
+bool write_outputs(const run_args& a, const flowpool::graph_report& r, bool metrics_reported) {
   bool ok = true;
+  if (!a.report.empty()) {
+    const std::string why = write_output(a.report, flowpool::detail::dump_escaped(r.to_json(), 2) + '\n');
+    if (!why.empty()) {
+      print_output_error("--report", a.report, why);
+      ok = false;
+    }
+  }
   if (!a.metrics.empty()) {
-    try {
-      flowpool::write_file_atomically(a.metrics, flowpool::to_prometheus(r.graph, r.metrics));
-    } catch (const flowpool::error& e) {
-      std::cerr << "flowpool: --metrics: " << e.what() << '\n';
+    const std::string why = write_output(a.metrics, flowpool::to_prometheus(r.graph, r.metrics));
+    if (!why.empty()) {
+      if (!metrics_reported) print_output_error("--metrics", a.metrics, why);
       ok = false;
     }
   }
@@ -129,11 +220,10 @@ bool write_observability(const run_args& a, const flowpool::graph_report& r) {
   auto write = [&](const std::string& path, const char* flag, auto&& fn) {
     if (path.empty()) return;
     std::ostringstream text;
-    try {
-      fn(text);
-      flowpool::write_file_atomically(path, text.str());
-    } catch (const flowpool::error& e) {
-      std::cerr << "flowpool: " << flag << ": " << e.what() << '\n';
+    fn(text);
+    const std::string why = write_output(path, text.str());
+    if (!why.empty()) {
+      print_output_error(flag, path, why);
       ok = false;
     }
   };
@@ -153,6 +243,16 @@ int cmd_run(const run_args& a) {
     spec = load(a);
   } catch (const flowpool::spec_error& e) {
     return report_spec_error(a.graph, e);
+  }
+  // Every output file is checked before the run, so that a run never does all its work and
+  // then loses the result.
+  for (const auto& [flag, path] : {std::pair{"--report", &a.report}, std::pair{"--metrics", &a.metrics},
+                                   std::pair{"--trace", &a.trace}, std::pair{"--timeline", &a.timeline}}) {
+    if (path->empty()) continue;
+    if (const std::string why = output_problem(*path); !why.empty()) {
+      print_output_error(flag, *path, why);
+      return kExitUsage;
+    }
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
   const bool show_progress = !a.quiet && !a.no_progress && (a.progress || tty);
@@ -185,6 +285,7 @@ int cmd_run(const run_args& a) {
   // Observability: metrics for --report/--metrics, a trace for --trace/--timeline.
   ctl.metrics = !a.report.empty() || !a.metrics.empty() || !a.trace.empty() || !a.timeline.empty();
   ctl.trace_limit = a.trace.empty() && a.timeline.empty() ? 0 : a.trace_limit;
+  std::atomic<bool> metrics_reported{false};
   if (!a.metrics.empty()) {
     const auto every = flowpool::parse_duration(a.metrics_interval);
     if (!every || every->count() <= 0) {
@@ -194,11 +295,13 @@ int cmd_run(const run_args& a) {
     }
     ctl.metrics_interval = std::max(std::chrono::milliseconds(1),
                                     std::chrono::duration_cast<std::chrono::milliseconds>(*every));
-    ctl.on_metrics = [&a, &spec](const std::vector<flowpool::stage_metrics>& live) {
+    // A failing periodic write is reported once, not every interval.
+    ctl.on_metrics = [&a, &spec, &metrics_reported](const std::vector<flowpool::stage_metrics>& live) {
       try {
-        flowpool::write_file_atomically(a.metrics, flowpool::to_prometheus(spec.name, live));
-      } catch (const flowpool::error& e) {
-        std::cerr << "flowpool: --metrics: " << e.what() << '\n';
+        const std::string why = write_output(a.metrics, flowpool::to_prometheus(spec.name, live));
+        if (!why.empty() && !metrics_reported.exchange(true)) print_output_error("--metrics", a.metrics, why);
+      } catch (const std::exception& e) {  // on_metrics must not throw
+        if (!metrics_reported.exchange(true)) print_output_error("--metrics", a.metrics, e.what());
       }
     };
   }
@@ -212,16 +315,7 @@ int cmd_run(const run_args& a) {
   }
   std::cout.flush();
   if (show_progress && tty) std::cerr << "\r\033[K";
-  if (!a.report.empty()) {
-    const std::string tmp = a.report + ".tmp";
-    std::ofstream f(tmp, std::ios::trunc);
-    f << r.to_json().dump(2) << '\n';
-    f.close();
-    if (!f || std::rename(tmp.c_str(), a.report.c_str()) != 0) {
-      std::cerr << "flowpool: --report: cannot write \"" << a.report << "\"\n";
-    }
-  }
-  if (!write_observability(a, r)) return kExitFailed;
+  const bool outputs_ok = write_outputs(a, r, metrics_reported.load());
   if (!a.quiet) {
     // A run that failed with no failed item failed for another reason: say which.
     std::string why;
@@ -237,21 +331,31 @@ int cmd_run(const run_args& a) {
     if (r.skipped > 0) std::cerr << ", " << r.skipped << " skipped (resume)";
     if (r.retried > 0) std::cerr << ", " << r.retried << " retries";
     std::cerr << " in " << static_cast<long long>(r.wall_ms) << " ms\n";
-    if (r.cause) std::cerr << "flowpool: stopped by: item " << r.cause->job << ": " << r.cause->message << '\n';
-    std::size_t shown = 0;
-    for (const auto& e : r.errors) {
-      if (++shown > 10) {
-        std::cerr << "flowpool: ... and " << r.errors.size() - 10 << " more errors (see --report)\n";
-        break;
-      }
-      std::cerr << "flowpool: item " << e.job << " failed after " << e.attempts << " attempt"
-                << (e.attempts == 1 ? "" : "s") << " (" << flowpool::to_string(e.kind) << "): " << e.message << '\n';
-    }
+  } else if (r.status != "ok" && !r.cause && r.errors.empty()) {
+    // -q drops the summary, never the reason a run did not succeed.
+    std::cerr << "flowpool: " << r.graph << ": " << r.status << '\n';
   }
-  if (r.status == "interrupted") return 128 + (r.signal != 0 ? r.signal : SIGINT);
-  if (r.status == "timed_out") return kExitTimedOut;
-  if (r.status == "failed") return kExitFailed;
-  return kExitOk;
+  if (r.cause) std::cerr << "flowpool: stopped by: item " << r.cause->job << ": " << r.cause->message << '\n';
+  std::size_t shown = 0;
+  for (const auto& e : r.errors) {
+    if (++shown > 10) {
+      std::cerr << "flowpool: ... and " << r.errors.size() - 10 << " more errors (see --report)\n";
+      break;
+    }
+    std::cerr << "flowpool: item " << e.job << " failed after " << e.attempts << " attempt"
+              << (e.attempts == 1 ? "" : "s") << " (" << flowpool::to_string(e.kind) << "): " << e.message << '\n';
+  }
+  int code = kExitOk;
+  if (r.status == "interrupted") {
+    code = 128 + (r.signal != 0 ? r.signal : SIGINT);
+  } else if (r.status == "timed_out") {
+    code = kExitTimedOut;
+  } else if (r.status == "failed") {
+    code = kExitFailed;
+  }
+  // An output that could not be written fails an otherwise successful run.
+  if (!outputs_ok && code == kExitOk) code = kExitFailed;
+  return code;
 }
 
 void print_params(const std::vector<flowpool::param_info>& params) {

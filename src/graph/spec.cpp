@@ -4,9 +4,12 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <sstream>
 #include <system_error>
 
+#include "../util/text.hpp"
 #include "flowpool/graph.hpp"
 
 namespace flowpool {
@@ -28,9 +31,10 @@ std::string join_problems(const std::vector<spec_problem>& problems) {
   throw spec_error({spec_problem{std::move(path), std::move(message)}});
 }
 
-// A compact, bounded rendering of a JSON value for messages: got "two", got -3.
+// A compact, bounded rendering of a JSON value for messages: got "two", got -3. Bytes that
+// are not UTF-8 are shown with the lossless escapes of detail::escape_bytes.
 std::string shown(const nlohmann::json& v) {
-  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::string s = detail::dump_escaped(v);
   if (s.size() > 40) s = s.substr(0, 37) + "...";
   return s;
 }
@@ -64,6 +68,27 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
 
 std::string join_path(const std::string& base, const std::string& key) { return base.empty() ? key : base + "." + key; }
 
+// Parses JSON text whose nesting must stay within `max_depth` levels: the callback stops
+// the parser before a hostile document can exhaust the stack of the code that walks it.
+nlohmann::json parse_bounded(const std::string& text, int max_depth) {
+  return nlohmann::json::parse(text, [max_depth](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+    if (depth > max_depth) {
+      throw spec_error({spec_problem{"", "JSON nested deeper than " + std::to_string(kMaxDepth) + " levels"}});
+    }
+    return true;
+  });
+}
+
+// A double bound of a param_info, as the integer range it allows (exact comparisons:
+// 4000000000000000001 is above 4.0e18 even though it rounds to it as a double).
+std::int64_t integer_bound(double d, bool lower) {
+  constexpr double two63 = 9223372036854775808.0;
+  if (std::isnan(d)) return lower ? std::numeric_limits<std::int64_t>::max() : std::numeric_limits<std::int64_t>::min();
+  if (d >= two63) return std::numeric_limits<std::int64_t>::max();
+  if (d < -two63) return std::numeric_limits<std::int64_t>::min();
+  return static_cast<std::int64_t>(lower ? std::ceil(d) : std::floor(d));
+}
+
 class validator {
  public:
   explicit validator(const registry& reg) : reg_(reg) {}
@@ -78,6 +103,8 @@ class validator {
     if (auto it = doc.find("name"); it != doc.end()) {
       if (!it->is_string() || it->get<std::string>().empty()) {
         add("name", "must be a non-empty string, got " + shown(*it));
+      } else if (!detail::is_valid_utf8(it->get<std::string>())) {
+        add("name", "must be valid UTF-8 text (it names the graph in reports and metrics), got " + shown(*it));
       } else {
         g.name = it->get<std::string>();
       }
@@ -127,6 +154,16 @@ class validator {
     return std::nullopt;
   }
 
+  // A deadline: a duration above zero ("0s" would silently mean no deadline at all).
+  std::optional<std::chrono::nanoseconds> deadline(const nlohmann::json& v, const std::string& path) {
+    auto d = duration(v, path);
+    if (d && d->count() <= 0) {
+      add(path, "must be greater than 0 (leave it out for no deadline), got " + shown(v));
+      return std::nullopt;
+    }
+    return d;
+  }
+
   void options(const nlohmann::json& o, graph_spec& g) {
     if (!o.is_object()) {
       add("options", "must be an object, got " + shown(o));
@@ -169,10 +206,10 @@ class validator {
       }
     }
     if (auto it = o.find("timeout"); it != o.end()) {
-      if (auto d = duration(*it, "options.timeout")) g.timeout = *d;
+      if (auto d = deadline(*it, "options.timeout")) g.timeout = *d;
     }
     if (auto it = o.find("job_timeout"); it != o.end()) {
-      if (auto d = duration(*it, "options.job_timeout")) g.job_timeout = *d;
+      if (auto d = deadline(*it, "options.job_timeout")) g.job_timeout = *d;
     }
   }
 
@@ -180,6 +217,7 @@ class validator {
   nlohmann::json params(const nlohmann::json& obj, const std::string& path, const std::vector<param_info>& table,
                         const std::vector<std::string>& reserved) {
     nlohmann::json out = nlohmann::json::object();
+    const std::size_t problems_before = problems_.size();
     std::vector<std::string> names;
     for (const auto& p : table) names.push_back(p.name);
     for (const auto& [key, value] : obj.items()) {
@@ -204,13 +242,18 @@ class validator {
       const nlohmann::json& v = *it;
       switch (p.type) {
         case param_type::integer: {
-          const bool ok = v.is_number_integer() && !(v.is_number_unsigned() && v.get<std::uint64_t>() > (1ULL << 62)) &&
-                          static_cast<double>(v.get<std::int64_t>()) >= p.min &&
-                          static_cast<double>(v.get<std::int64_t>()) <= p.max;
+          const std::int64_t lo = integer_bound(p.min, true), hi = integer_bound(p.max, false);
+          bool ok = v.is_number_integer();
+          if (ok && v.is_number_unsigned()) {
+            const auto u = v.get<std::uint64_t>();
+            ok = u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) &&
+                 static_cast<std::int64_t>(u) >= lo && static_cast<std::int64_t>(u) <= hi;
+          } else if (ok) {
+            ok = v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi;
+          }
           if (!ok) {
             std::ostringstream m;
-            m << "must be an integer from " << static_cast<long long>(p.min) << " to "
-              << static_cast<long long>(p.max) << ", got " << shown(v);
+            m << "must be an integer from " << lo << " to " << hi << ", got " << shown(v);
             add(at, m.str());
           } else {
             out[p.name] = v;
@@ -262,6 +305,22 @@ class validator {
             out[p.name] = v;
           }
           break;
+        }
+      }
+    }
+    // The parameters' own rules (param_info::check), once every type is right, so that
+    // `validate` finds everything the `make` functions would refuse.
+    if (problems_.size() == problems_before) {
+      for (const auto& p : table) {
+        if (!p.check || !out.contains(p.name)) continue;
+        const std::string at = join_path(path, p.name);
+        const auto problem = [&](const std::string& where, const std::string& message) {
+          add(where.empty() || where.front() == '[' ? at + where : join_path(at, where), message);
+        };
+        try {
+          p.check(out[p.name], out, problem);
+        } catch (const std::exception& e) {
+          add(at, std::string("cannot be checked: ") + e.what());
         }
       }
     }
@@ -337,6 +396,7 @@ class validator {
       add("stages", "has " + std::to_string(it->size()) + " stages; at most 64 are allowed");
       return;
     }
+    std::map<std::string, std::string> seen;  // stage name -> the path of the stage that has it
     std::size_t i = 0;
     for (const auto& st : *it) {
       const std::string path = "stages[" + std::to_string(i) + "]";
@@ -351,8 +411,18 @@ class validator {
       if (auto n = st.find("name"); n != st.end()) {
         if (!n->is_string() || n->get<std::string>().empty()) {
           add(path + ".name", "must be a non-empty string, got " + shown(*n));
+        } else if (!detail::is_valid_utf8(n->get<std::string>())) {
+          add(path + ".name", "must be valid UTF-8 text (it names the stage in reports and metrics), got " + shown(*n));
         } else {
           s.name = n->get<std::string>();
+        }
+      }
+      // Names identify stages in reports, metrics, traces and `dot --report`: they must be unique.
+      if (auto [at, fresh] = seen.emplace(s.name, path); !fresh) {
+        if (st.contains("name")) {
+          add(path + ".name", "duplicate stage name \"" + s.name + "\" (" + at->second + " has it too)");
+        } else {
+          add(path, "its default name \"" + s.name + "\" is taken by " + at->second + "; give it a \"name\"");
         }
       }
       s.workers = hardware_workers();
@@ -367,7 +437,7 @@ class validator {
         }
       }
       if (auto t = st.find("timeout"); t != st.end()) {
-        if (auto d = duration(*t, path + ".timeout")) s.job_timeout = *d;
+        if (auto d = deadline(*t, path + ".timeout")) s.job_timeout = *d;
       }
       if (const auto* info = lookup(st, path, "kernel", "kernel", reg_.kernels())) {
         s.kernel = info->name;
@@ -426,20 +496,27 @@ nlohmann::json read_spec_file(const std::filesystem::path& path) {
   const auto status = std::filesystem::status(path, ec);
   if (ec || !std::filesystem::exists(status)) fail(name, "no such file");
   if (std::filesystem::is_directory(status)) fail(name, "is a directory, not a spec file");
-  const auto size = std::filesystem::file_size(path, ec);
-  if (!ec && size > kMaxSpecBytes) fail(name, "is larger than 4 MiB; a graph spec is a small JSON file");
+  const char* too_large = "is larger than 4 MiB; a graph spec is a small JSON file";
+  if (std::filesystem::is_regular_file(status)) {
+    const auto size = std::filesystem::file_size(path, ec);
+    if (!ec && size > kMaxSpecBytes) fail(name, too_large);
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(name, std::string("cannot be read: ") + std::strerror(errno));
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  const std::string text = buf.str();
+  // At most the limit plus one byte, whatever the input is: a pipe or a device has no size
+  // to check first, and must not be read whole.
+  std::string text;
+  std::vector<char> buf(64 * 1024);
+  while (in) {
+    errno = 0;
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    text.append(buf.data(), static_cast<std::size_t>(in.gcount()));
+    if (text.size() > kMaxSpecBytes) fail(name, too_large);
+  }
+  if (in.bad()) fail(name, std::string("cannot be read: ") + std::strerror(errno != 0 ? errno : EIO));
   if (text.find_first_not_of(" \t\r\n") == std::string::npos) fail(name, "is empty; expected a JSON object");
   try {
-    // The callback bounds nesting so a hostile file cannot exhaust the stack.
-    return nlohmann::json::parse(text, [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
-      if (depth > kMaxDepth) throw spec_error({spec_problem{"", "JSON nested deeper than 64 levels"}});
-      return true;
-    });
+    return parse_bounded(text, kMaxDepth);
   } catch (const spec_error& e) {
     fail(name, e.problems().front().message);
   } catch (const nlohmann::json::parse_error& e) {
@@ -452,25 +529,23 @@ nlohmann::json read_spec_file(const std::filesystem::path& path) {
 void apply_override(nlohmann::json& doc, const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0) {
-    fail("--set", "expected PATH=VALUE such as stages[0].workers=4, got \"" + assignment + "\"");
+    fail("--set", "expected PATH=VALUE such as stages[0].workers=4, got \"" + detail::escape_bytes(assignment) + "\"");
   }
   const std::string path = assignment.substr(0, eq);
   const std::string raw = assignment.substr(eq + 1);
-  nlohmann::json value;
-  try {
-    value = nlohmann::json::parse(raw);
-  } catch (const nlohmann::json::parse_error&) {
-    value = raw;  // not JSON: a plain string
-  }
-  if (!doc.is_object()) fail("--set", "the spec is not a JSON object");
-  nlohmann::json* cur = &doc;
+  // The path's steps: an object key, or an array index (npos key marks an index).
+  struct step {
+    std::string key;
+    std::size_t index = 0;
+    bool is_index = false;
+  };
+  std::vector<step> steps;
   std::size_t i = 0;
   while (i < path.size()) {
     std::size_t end = path.find_first_of(".[", i);
     const std::string key = path.substr(i, end == std::string::npos ? std::string::npos : end - i);
     if (key.empty()) fail("--set " + path, "malformed path");
-    if (!cur->is_object()) fail("--set " + path, "\"" + key + "\" is not inside an object");
-    cur = &(*cur)[key];
+    steps.push_back({key, 0, false});
     i = end == std::string::npos ? path.size() : end;
     while (i < path.size() && path[i] == '[') {
       const auto close = path.find(']', i);
@@ -479,12 +554,33 @@ void apply_override(nlohmann::json& doc, const std::string& assignment) {
       if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos || idx.size() > 4) {
         fail("--set " + path, "array index must be a number, got \"" + idx + "\"");
       }
-      const std::size_t n = std::stoul(idx);
-      if (!cur->is_array() || n >= cur->size()) fail("--set " + path, "index " + idx + " is out of range");
-      cur = &(*cur)[n];
+      steps.push_back({idx, std::stoul(idx), true});
       i = close + 1;
     }
     if (i < path.size() && path[i] == '.') ++i;
+  }
+  // The spec's depth limit holds for the document as a whole: the path's levels plus the value's.
+  if (steps.size() > static_cast<std::size_t>(kMaxDepth)) {
+    fail("--set " + path, "JSON nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  }
+  nlohmann::json value;
+  try {
+    value = parse_bounded(raw, kMaxDepth - static_cast<int>(steps.size()));
+  } catch (const spec_error& e) {
+    fail("--set " + path, e.problems().front().message);
+  } catch (const nlohmann::json::parse_error&) {
+    value = raw;  // not JSON: a plain string
+  }
+  if (!doc.is_object()) fail("--set", "the spec is not a JSON object");
+  nlohmann::json* cur = &doc;
+  for (const auto& s : steps) {
+    if (s.is_index) {
+      if (!cur->is_array() || s.index >= cur->size()) fail("--set " + path, "index " + s.key + " is out of range");
+      cur = &(*cur)[s.index];
+    } else {
+      if (!cur->is_object()) fail("--set " + path, "\"" + s.key + "\" is not inside an object");
+      cur = &(*cur)[s.key];
+    }
   }
   *cur = std::move(value);
 }
@@ -494,15 +590,15 @@ graph_spec validate_spec(const nlohmann::json& doc, const registry& reg) { retur
 std::string describe(const graph_spec& g) {
   std::ostringstream s;
   s << "graph " << g.name << "\n";
-  s << "  source  " << g.source_type << ' ' << g.source_params.dump() << "\n";
+  s << "  source  " << g.source_type << ' ' << detail::dump_escaped(g.source_params) << "\n";
   for (const auto& st : g.stages) {
     s << "  stage   " << st.name << ": kernel " << st.kernel << ", " << st.workers << " worker"
-      << (st.workers == 1 ? "" : "s") << ", params " << st.params.dump();
+      << (st.workers == 1 ? "" : "s") << ", params " << detail::dump_escaped(st.params);
     if (st.retries) s << ", retries " << *st.retries;
     if (st.job_timeout) s << ", timeout " << std::chrono::duration_cast<std::chrono::milliseconds>(*st.job_timeout).count() << "ms";
     s << "\n";
   }
-  s << "  sink    " << g.sink_type << ' ' << g.sink_params.dump() << "\n";
+  s << "  sink    " << g.sink_type << ' ' << detail::dump_escaped(g.sink_params) << "\n";
   s << "  options capacity " << g.capacity << ", " << (g.ordered ? "ordered" : "unordered") << ", retries "
     << g.retries << ", on_error " << (g.on_error == error_policy::fail_fast ? "fail_fast" : "collect");
   if (g.max_failures > 0) s << ", max_failures " << g.max_failures;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <memory>
 
+#include "../../util/quote.hpp"
 #include "flowpool/error.hpp"
 #include "kernels.hpp"
 
@@ -76,11 +77,11 @@ std::string sha256_file(const std::string& path, job_context& job) {
   const fd_closer f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (f.fd < 0) {
     const int e = errno;
-    throw permanent_error("sha256: cannot open \"" + path + "\": " + errno_text(e));
+    throw permanent_error("sha256: cannot open " + quote_name(path) + ": " + errno_text(e));
   }
   struct stat st {};
   if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    throw permanent_error("sha256: \"" + path + "\" is " +
+    throw permanent_error("sha256: " + quote_name(path) + " is " +
                           (S_ISDIR(st.st_mode) ? std::string("a directory") : std::string("not a regular file")) +
                           ", expected a file");
   }
@@ -95,7 +96,7 @@ std::string sha256_file(const std::string& path, job_context& job) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       const int e = errno;
-      throw permanent_error("sha256: read error in \"" + path + "\": " + errno_text(e));
+      throw permanent_error("sha256: read error in " + quote_name(path) + ": " + errno_text(e));
     }
     if (n == 0) break;
     if (EVP_DigestUpdate(c, buf.get(), static_cast<std::size_t>(n)) != 1) {

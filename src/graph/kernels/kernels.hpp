@@ -34,6 +34,17 @@ inline param_info make_param(std::string name, param_type type, nlohmann::json d
   return p;
 }
 
+/// `p` with its validation rule (param_info::check) set.
+inline param_info with_check(param_info p, decltype(param_info::check) check) {
+  p.check = std::move(check);
+  return p;
+}
+
+/// exec's `argv` rules, checked at validation (builtins.cpp): a command is named, and
+/// `shell: true` takes exactly one string.
+void check_exec_argv(const nlohmann::json& argv, const nlohmann::json& params,
+                     const std::function<void(const std::string&, const std::string&)>& problem);
+
 /// Reads a whole regular file. Throws permanent_error naming the file when it
 /// cannot be opened, is a directory or is not a regular file, or a read fails.
 /// `what` prefixes the message ("sha256", "zstd", ...).

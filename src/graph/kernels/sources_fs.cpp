@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "../../util/quote.hpp"
 #include "flowpool/error.hpp"
 #include "kernels.hpp"
 
@@ -29,13 +30,13 @@ std::string read_whole_file(const std::string& path, std::string_view what) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int e = errno;
-    throw permanent_error(std::string(what) + ": cannot open \"" + path + "\": " + errno_text(e));
+    throw permanent_error(std::string(what) + ": cannot open " + quote_name(path) + ": " + errno_text(e));
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     const bool dir = S_ISDIR(st.st_mode);
     ::close(fd);
-    throw permanent_error(std::string(what) + ": \"" + path + "\" is " +
+    throw permanent_error(std::string(what) + ": " + quote_name(path) + " is " +
                           (dir ? "a directory" : "not a regular file") + ", expected a file");
   }
   std::string data;
@@ -48,7 +49,7 @@ std::string read_whole_file(const std::string& path, std::string_view what) {
     if (n < 0) {
       const int e = errno;
       ::close(fd);
-      throw permanent_error(std::string(what) + ": read error in \"" + path + "\": " + errno_text(e));
+      throw permanent_error(std::string(what) + ": read error in " + quote_name(path) + ": " + errno_text(e));
     }
     if (n == 0) break;
     got += static_cast<std::size_t>(n);
@@ -69,14 +70,14 @@ class files_source final : public source {
     struct stat st {};
     if (::stat(root.c_str(), &st) != 0) {
       const int e = errno;
-      throw_error(errc::io, "source.path: cannot open \"" + root + "\": " + errno_text(e));
+      throw_error(errc::io, "source.path: cannot open " + quote_name(root) + ": " + errno_text(e));
     }
     if (S_ISREG(st.st_mode)) {
       single_ = std::move(root);
       return;
     }
     if (!S_ISDIR(st.st_mode)) {
-      throw_error(errc::io, "source.path: \"" + root + "\" is neither a file nor a directory");
+      throw_error(errc::io, "source.path: " + quote_name(root) + " is neither a file nor a directory");
     }
     while (root.size() > 1 && root.back() == '/') root.pop_back();
     push_dir(std::move(root));
@@ -143,7 +144,7 @@ class files_source final : public source {
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) {
       const int e = errno;
-      throw_error(errc::io, "cannot read directory \"" + dir + "\": " + errno_text(e));
+      throw_error(errc::io, "cannot read directory " + quote_name(dir) + ": " + errno_text(e));
     }
     frame f;
     f.dir = std::move(dir);
@@ -165,7 +166,7 @@ class files_source final : public source {
     }
     const int e = errno;
     ::closedir(d);
-    if (e != 0) throw_error(errc::io, "read error in directory \"" + f.dir + "\": " + errno_text(e));
+    if (e != 0) throw_error(errc::io, "read error in directory " + quote_name(f.dir) + ": " + errno_text(e));
     std::sort(f.entries.begin(), f.entries.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
     stack_.push_back(std::move(f));
   }
@@ -192,13 +193,13 @@ class chunks_source final : public source {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
       const int e = errno;
-      throw_error(errc::io, "source.path: cannot open \"" + path_ + "\": " + errno_text(e));
+      throw_error(errc::io, "source.path: cannot open " + quote_name(path_) + ": " + errno_text(e));
     }
     struct stat st {};
     if (::fstat(fd_, &st) != 0 || S_ISDIR(st.st_mode)) {
       ::close(fd_);
       fd_ = -1;
-      throw_error(errc::io, "source.path: \"" + path_ + "\" is a directory, expected a file");
+      throw_error(errc::io, "source.path: " + quote_name(path_) + " is a directory, expected a file");
     }
     if (S_ISREG(st.st_mode) && !lines_) {
       const auto bytes = static_cast<std::uint64_t>(st.st_size);
@@ -230,7 +231,7 @@ class chunks_source final : public source {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
           const int e = errno;
-          throw_error(errc::io, "read error in \"" + path_ + "\": " + errno_text(e));
+          throw_error(errc::io, "read error in " + quote_name(path_) + ": " + errno_text(e));
         }
         if (n == 0) {
           eof_ = true;

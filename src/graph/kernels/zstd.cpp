@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "../../util/quote.hpp"
 #include "flowpool/error.hpp"
 #include "kernels.hpp"
 
@@ -77,7 +78,7 @@ void decompress_all(const std::string& in, std::string& out, const std::string& 
     last = ZSTD_decompressStream(d, &dst, &src);
     out.resize(at + dst.pos);
     if (ZSTD_isError(last) != 0U) {
-      throw permanent_error("zstd: \"" + name + "\": corrupt zstd data: " + ZSTD_getErrorName(last));
+      throw permanent_error("zstd: " + quote_name(name) + ": corrupt zstd data: " + ZSTD_getErrorName(last));
     }
     if (dst.pos == 0 && src.pos == src.size) break;
   }
@@ -90,12 +91,14 @@ void decompress_all(const std::string& in, std::string& out, const std::string& 
     last = ZSTD_decompressStream(d, &dst, &none);
     out.resize(at + dst.pos);
     if (ZSTD_isError(last) != 0U) {
-      throw permanent_error("zstd: \"" + name + "\": corrupt zstd data: " + ZSTD_getErrorName(last));
+      throw permanent_error("zstd: " + quote_name(name) + ": corrupt zstd data: " + ZSTD_getErrorName(last));
     }
     if (dst.pos == 0) break;
   }
-  if (in.empty()) throw permanent_error("zstd: \"" + name + "\": empty input is not a zstd frame");
-  if (last != 0) throw permanent_error("zstd: \"" + name + "\": truncated zstd data (the last frame is incomplete)");
+  if (in.empty()) throw permanent_error("zstd: " + quote_name(name) + ": empty input is not a zstd frame");
+  if (last != 0) {
+    throw permanent_error("zstd: " + quote_name(name) + ": truncated zstd data (the last frame is incomplete)");
+  }
 }
 
 }  // namespace
