@@ -458,7 +458,9 @@ namespace detail {
 void check_exec_argv(const nlohmann::json& argv, const nlohmann::json& params, const problem_fn& problem) {
   if (argv.empty() || (argv[0].is_string() && argv[0].get_ref<const std::string&>().empty())) {
     problem("", "must name a command: a non-empty list whose first element is not empty, got " + dump_escaped(argv));
-  } else if (params.value("shell", false) && argv.size() != 1) {
+  } else if (const auto shell = params.find("shell");
+             shell != params.end() && shell->is_boolean() && shell->get<bool>() && argv.size() != 1) {
+    // (find, not params.value("shell", false): GCC 12 then warns of a null dereference inside nlohmann)
     problem("", "with shell: true, must be one string (the script; the input is \"$1\"), got " +
                     std::to_string(argv.size()) + " elements");
   }
