@@ -179,6 +179,11 @@ def generate(rng, d, stress):
         if st_retries is not None:
             st["retries"] = st_retries
         stages.append(st)
+    gap = sink in ("print_ordered", "checksums", "concat") and rng.random() < 0.5
+    if gap:  # a few items wait out a long backoff while later ones finish: a gap in ordered output
+        ids = sorted(rng.sample(range(1, n_est + 1), rng.randint(1, min(4, n_est))))
+        stages.insert(rng.randint(0, len(stages)), {"kernel": "fail", "retries": rng.randint(1, 2),
+                                                     "params": {"ids": ids, "fail_attempts": 1}})
     if finisher:
         stages.append(dict(finisher))
     if not any(st["kernel"] == "sleep" for st in stages) and (not finisher or rng.random() < 0.5):
@@ -191,7 +196,7 @@ def generate(rng, d, stress):
         if st["kernel"] == "sleep":
             st["params"]["ms"] = max(0, min(30, round(target_ms * st["workers"] / n_est * rng.uniform(0.3, 1.0))))
     options = {"capacity": rng.choice([1, 2, 3, 4, 8, 16, 64]), "retries": opt_retries,
-               "backoff": rng.choice(["1ms", "2ms", "5ms", "20ms", "50ms"])}
+               "backoff": rng.choice(["20ms", "50ms"] if gap else ["1ms", "2ms", "5ms", "20ms", "50ms"])}
     flags = []
     ordered = sink in ("print_ordered", "checksums", "file", "concat")
     if sink == "print_ordered" or (ordered and rng.random() < 0.3):
@@ -621,8 +626,10 @@ class Accounting(unittest.TestCase):
         def one(i):
             if stop.is_set():
                 return
+            t = time.monotonic()
             f, g = run_graph(seed, i, base, self.stress)
             with lock:
+                stats["seconds in graphs that hung"] += round(time.monotonic() - t) if f and "hang:" in f else 0
                 stats[f"sink {g['sink']}"] += 1
                 stats[f"chain {g['variant']}"] += 1
                 stats["stopped mid-run"] += bool(g.get("stopped"))
