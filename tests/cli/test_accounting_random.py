@@ -182,7 +182,9 @@ def generate(rng, d, stress):
     gap = sink in ("print_ordered", "checksums", "concat") and rng.random() < 0.5
     if gap:  # a few items wait out a long backoff while later ones finish: a gap in ordered output
         ids = sorted(rng.sample(range(1, n_est + 1), rng.randint(1, min(4, n_est))))
-        stages.insert(rng.randint(0, len(stages)), {"kernel": "fail", "retries": rng.randint(1, 2),
+        # mostly last: only the last stage's gaps can reach the sink (a cancelled stage refuses input)
+        at = len(stages) if rng.random() < 0.7 else rng.randint(0, len(stages))
+        stages.insert(at, {"kernel": "fail", "retries": rng.randint(1, 2),
                                                      "params": {"ids": ids, "fail_attempts": 1}})
     if finisher:
         stages.append(dict(finisher))
