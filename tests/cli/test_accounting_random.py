@@ -181,7 +181,7 @@ def generate(rng, d, stress):
         stages.append(st)
     gap = sink in ("print_ordered", "checksums", "concat") and rng.random() < 0.5
     if gap:  # a few items wait out a long backoff while later ones finish: a gap in ordered output
-        ids = sorted(rng.sample(range(1, n_est + 1), rng.randint(1, min(4, n_est))))
+        ids = sorted(rng.sample(range(1, n_est // 2 + 1), rng.randint(1, 3)))  # early: later items pass them
         # mostly last: only the last stage's gaps can reach the sink (a cancelled stage refuses input)
         at = len(stages) if rng.random() < 0.7 else rng.randint(0, len(stages))
         stages.insert(at, {"kernel": "fail", "retries": rng.randint(1, 2),
@@ -198,7 +198,7 @@ def generate(rng, d, stress):
         if st["kernel"] == "sleep":
             st["params"]["ms"] = max(0, min(30, round(target_ms * st["workers"] / n_est * rng.uniform(0.3, 1.0))))
     options = {"capacity": rng.choice([1, 2, 3, 4, 8, 16, 64]), "retries": opt_retries,
-               "backoff": rng.choice(["20ms", "50ms"] if gap else ["1ms", "2ms", "5ms", "20ms", "50ms"])}
+               "backoff": rng.choice(["50ms", "100ms"] if gap else ["1ms", "2ms", "5ms", "20ms", "50ms"])}
     flags = []
     ordered = sink in ("print_ordered", "checksums", "file", "concat")
     if sink == "print_ordered" or (ordered and rng.random() < 0.3):
