@@ -249,16 +249,17 @@ class Run:
 def run_process(argv, label, sig=None, delay=0.0):
     r = Run(argv, label)
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    ended = None
     if sig is not None:
         r.stop = f"{signal.Signals(sig).name} after {delay * 1000:.0f} ms"
         try:
-            p.communicate(timeout=delay)
+            ended = p.communicate(timeout=delay)
         except subprocess.TimeoutExpired:
             p.send_signal(sig)
         else:
             r.stop += " (it had already ended)"
     try:
-        out, err = p.communicate(timeout=RUN_TIMEOUT)
+        out, err = ended if ended is not None else p.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
