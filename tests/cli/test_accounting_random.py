@@ -33,6 +33,7 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -426,6 +427,7 @@ def run_graph(seed, index, base, stress):
         check_graph(rng, g, ck, d, spec_path)
         return None, g
     except GraphFailure as e:
+        g["failure"] = re.sub(r"[0-9]+", "N", str(e).split("\n")[0])[:70]  # its class, for the summary
         return failure_text(seed, index, g, ck, spec_path, str(e)), g
 
 
@@ -625,6 +627,7 @@ class Accounting(unittest.TestCase):
         base = tempfile.mkdtemp(prefix="fp-acct-", dir=keep if keep else None)
         failures = []
         stats = collections.Counter()
+        kinds = collections.Counter()  # failures by class
         lock = threading.Lock()
         stop = threading.Event()
         t0 = time.monotonic()
@@ -641,6 +644,8 @@ class Accounting(unittest.TestCase):
                 stats["stopped mid-run"] += bool(g.get("stopped"))
                 stats["resumes"] += g.get("resumes", 0)
                 stats["resume refused"] += bool(g.get("refused"))
+                if g.get("failure"):
+                    kinds[f"{g['sink']} sink, {str(g['variant']).split('+')[0]}: {g['failure']}"] += 1
             if f:
                 with lock:
                     failures.append(f)
@@ -657,6 +662,8 @@ class Accounting(unittest.TestCase):
         print(f"seed {seed}: {len(indices)} graphs in {time.monotonic() - t0:.1f} s, {len(failures)} failed"
               + (" (stopped early)" if stop.is_set() else ""), flush=True)
         print("  " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.items())), flush=True)
+        for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            print(f"  {v:4d} x {k}", flush=True)
         self.assertEqual(failures, [], f"seed {seed}: {len(failures)} graphs failed (see above)")
 
 
