@@ -100,7 +100,8 @@ def make_source(rng, d, kind, stress):
     if kind == "chunks":
         size = rng.randint(64, 512)
         n = rng.randint(10, 100)
-        data = ("\n".join(text_lines(rng, size * n // 20, False)) + "\n").encode()[: size * n - rng.randint(0, size - 1)]
+        data = ("\n".join(text_lines(rng, size * n // 20, False)) + "\n").encode()
+        data = data[: size * n - rng.randint(0, size - 1)]
         write(f"{d}/in.bin", data)
         boundary = rng.choice(["none", "line"])
         expected = max(1, -(-len(data) // size)) if boundary == "none" else None
@@ -296,7 +297,8 @@ class Checker:
         """Whether a resume may run again items that succeeded: the file sink runs again every item
         after its saved prefix (docs/graph-spec.md), and after a failed run, whose aggregate is not
         saved, an aggregate sink may run everything again rather than refuse."""
-        return self.g["sink"] == "file" or (self.g["variant"].startswith("halt") and self.g["sink"] in ("count", "sum", "topk"))
+        sink = self.g["sink"]
+        return sink == "file" or (self.g["variant"].startswith("halt") and sink in ("count", "sum", "topk"))
 
     def fail(self, what):
         raise GraphFailure(what)
@@ -319,6 +321,7 @@ class Checker:
             self.expect(read(joblog) == before if os.path.exists(joblog) else True,
                         f"{label}: killed by {signal.Signals(sig).name} after it had written to the joblog")
             r.before_start = True
+            self.g["early"] = self.g.get("early", 0) + 1
         after = read(joblog) if os.path.exists(joblog) else ""
         r.kept_old_lines = bool(parse_joblog(before)) and after.startswith(before)
         if after.startswith(before):
@@ -385,7 +388,8 @@ def lines_multiset(b):
 def compare_output(ck, ref_out, chain_out, exact, what):
     if exact:
         if ref_out != chain_out:
-            at = next((k for k, (a, b) in enumerate(zip(ref_out, chain_out)) if a != b), min(len(ref_out), len(chain_out)))
+            at = next((k for k, (a, b) in enumerate(zip(ref_out, chain_out)) if a != b),
+                      min(len(ref_out), len(chain_out)))
             lo = max(0, at - 40)
             ck.fail(f"output differs ({what}): reference {len(ref_out)} bytes, chain {len(chain_out)} bytes, "
                     f"first difference at byte {at}\n  reference[{lo}:]: {ref_out[lo:lo + 200]!r}\n"
@@ -439,7 +443,8 @@ def failure_text(seed, index, g, ck, spec_path, why):
          "  runs:"]
     for r in ck.runs:
         err = r.err.decode(errors="replace").strip().replace("\n", " | ")[-300:]
-        t.append(f"    {r.command()}\n      -> exit {r.rc}, {len(r.out)} bytes out" + (f", stderr: {err}" if err else ""))
+        t.append(f"    {r.command()}\n      -> exit {r.rc}, {len(r.out)} bytes out"
+                 + (f", stderr: {err}" if err else ""))
     return "\n".join(t)
 
 
@@ -460,7 +465,8 @@ def check_graph(rng, g, ck, d, spec_path):
     ck.expect(ref.rc in (0, 1), f"reference: exit {ref.rc} (stderr: {ref.err.decode(errors='replace')[-300:]!r})")
     ck.check_run(ref, n, False, set())
     ref_failed = {i for i, st in ref.log_lines if st == "failed"}
-    ck.expect((ref.rc == 1) == bool(ref_failed), f"reference: exit {ref.rc} with failed items {sorted(ref_failed)[:10]}")
+    ck.expect((ref.rc == 1) == bool(ref_failed),
+              f"reference: exit {ref.rc} with failed items {sorted(ref_failed)[:10]}")
     ck.expect(ref.report["cancelled"] == 0, "reference: cancelled items in a run nothing stopped")
     if sink == "file":
         ck.expect(ref.rc == 0, "reference: the file sink graph failed")
@@ -502,7 +508,7 @@ def check_graph(rng, g, ck, d, spec_path):
     first_extra, sig, delay = [], None, 0.0
     if variant in ("sigint", "sigterm"):
         sig = signal.SIGINT if variant == "sigint" else signal.SIGTERM
-        delay = rng.uniform(0.02, 1.0) * ref_wall
+        delay = max(0.02, rng.uniform(0.1, 1.0) * ref_wall)  # after start-up (about 15 ms), mostly
     elif variant == "timeout":
         first_extra = ["--timeout", f"{max(5, int(rng.uniform(0.2, 1.0) * ref_wall * 1000))}ms"]
     else:  # halt: the first run has items that fail for good, and a failure policy stops it
@@ -535,7 +541,7 @@ def check_graph(rng, g, ck, d, spec_path):
             ck.fail(f"the chain did not complete after {MAX_RESUMES} resumes")
         last = len(runs) == MAX_RESUMES
         rsig = None if last or rng.random() < 0.7 else rng.choice([signal.SIGINT, signal.SIGTERM])
-        rdelay = rng.uniform(0.02, 0.8) * ref_wall
+        rdelay = max(0.02, rng.uniform(0.1, 0.8) * ref_wall)
         r = ck.execute(f"run {len(runs) + 1}", chain_spec_path, ["--resume"], log, rep, rsig, rdelay)
         if r.rc == 2 and variant == "halt" and sink in ("count", "sum", "topk"):
             # "The resume must either restore an aggregate that covers exactly the items it
@@ -643,6 +649,7 @@ class Accounting(unittest.TestCase):
                 stats[f"chain {g['variant']}"] += 1
                 stats["stopped mid-run"] += bool(g.get("stopped"))
                 stats["resumes"] += g.get("resumes", 0)
+                stats["signalled before start-up"] += g.get("early", 0)
                 stats["resume refused"] += bool(g.get("refused"))
                 if g.get("failure"):
                     kinds[f"{g['sink']} sink, {str(g['variant']).split('+')[0]}: {g['failure']}"] += 1
