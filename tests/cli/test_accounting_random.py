@@ -432,13 +432,15 @@ def run_graph(seed, index, base, stress):
         return None, g
     except GraphFailure as e:
         g["failure"] = re.sub(r"[0-9]+", "N", str(e).split("\n")[0])[:70]  # its class, for the summary
-        return failure_text(seed, index, g, ck, spec_path, str(e)), g
+        return failure_text(seed, index, g, ck, spec_path, str(e), stress), g
 
 
-def failure_text(seed, index, g, ck, spec_path, why):
+def failure_text(seed, index, g, ck, spec_path, why, stress):
+    group = "AccountingStress" if stress else "AccountingTests0"
     t = [f"graph {index} of seed {seed} ({g['sink']} sink, chain: {g['variant']}): {why}",
-         f"  reproduce: FLOWPOOL_TEST_SEED={seed} FLOWPOOL_TEST_ONLY={index} FLOWPOOL_TEST_KEEP=/tmp/fp-repro "
-         f"python3 {os.path.abspath(__file__)} {BIN} {REPO} AccountingTests0",
+         f"  reproduce: {'FLOWPOOL_TEST_STRESS=1 ' if stress else ''}FLOWPOOL_TEST_SEED={seed} "
+         f"FLOWPOOL_TEST_ONLY={index} FLOWPOOL_TEST_KEEP=/tmp/fp-repro "
+         f"python3 {os.path.abspath(__file__)} {BIN} {REPO} {group}",
          f"  spec ({spec_path}): {json.dumps(g['spec'], separators=(',', ':'))}",
          "  runs:"]
     for r in ck.runs:
