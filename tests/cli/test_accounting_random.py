@@ -478,7 +478,7 @@ def check_graph(rng, g, ck, d, spec_path):
     else:
         ref_out = ref.out
     ok = ref.report["succeeded"]
-    if sink == "count":
+    if sink == "count" and ref.rc == 0:  # (what a failed run prints for an aggregate is not pinned down here)
         ck.expect(ref_out == f"{ok}\n".encode(), f"reference: count printed {ref_out!r} for {ok} succeeded")
     if sink in ("print", "print_ordered", "checksums"):
         nl = ref_out.count(b"\n")
