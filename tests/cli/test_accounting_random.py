@@ -296,9 +296,10 @@ class Checker:
     def may_rerun(self):
         """Whether a resume may run again items that succeeded: the file sink runs again every item
         after its saved prefix (docs/graph-spec.md), and after a failed run, whose aggregate is not
-        saved, an aggregate sink may run everything again rather than refuse."""
+        saved (nor after kill -9), an aggregate sink may run everything again rather than refuse."""
         sink = self.g["sink"]
-        return sink == "file" or (self.g["variant"].startswith("halt") and sink in ("count", "sum", "topk"))
+        unsaved = self.g["variant"].startswith(("halt", "kill9"))
+        return sink == "file" or (unsaved and sink in ("count", "sum", "topk"))
 
     def fail(self, what):
         raise GraphFailure(what)
@@ -315,7 +316,7 @@ class Checker:
         r = run_process(argv, label, sig, delay)
         self.runs.append(r)
         r.before_start = False
-        if sig is not None and r.rc == -sig and not os.path.exists(report):
+        if sig not in (None, signal.SIGKILL) and r.rc == -sig and not os.path.exists(report):
             # The signal came before flowpool set up its handlers (it dies by the signal, as
             # any program does then): accepted only if the run had not started.
             self.expect(read(joblog) == before if os.path.exists(joblog) else True,
@@ -323,6 +324,8 @@ class Checker:
             r.before_start = True
             self.g["early"] = self.g.get("early", 0) + 1
         after = read(joblog) if os.path.exists(joblog) else ""
+        if r.rc == -signal.SIGKILL:
+            after = after[: after.rfind("\n") + 1]  # kill -9 may cut the last line short
         r.kept_old_lines = bool(parse_joblog(before)) and after.startswith(before)
         if after.startswith(before):
             r.log_lines = parse_joblog(after[len(before):])
@@ -336,7 +339,7 @@ class Checker:
     def check_run(self, r, n, resumed, done_before, completed_expected=None):
         """Per-run checks: exit code and status, counts, one joblog line per submitted item."""
         who = r.label
-        if r.before_start:
+        if r.before_start or r.rc == -signal.SIGKILL:  # nothing to check: no report, the joblog so far
             return
         if r.rc not in STATUS_OF_RC:
             self.fail(f"{who}: exit code {r.rc} (stderr: {r.err.decode(errors='replace')[-400:]!r})")
@@ -492,7 +495,7 @@ def check_graph(rng, g, ck, d, spec_path):
 
     # (b) the chain: stopped at a random moment, then --resume until a run completes
     fail_stages = [k for k, st in enumerate(spec["stages"]) if st["kernel"] == "fail"]
-    choices = ["sigint"] * 6 + ["sigterm", "timeout"]
+    choices = ["sigint"] * 6 + ["sigterm", "timeout", "kill9"]
     if fail_stages and not ref_failed:
         choices.append("halt")
     variant = g["variant"] = rng.choice(choices)
@@ -504,12 +507,12 @@ def check_graph(rng, g, ck, d, spec_path):
         os.makedirs(os.path.dirname(chain_file))
         chain_spec_path = f"{d}/chain-spec.json"
         write(chain_spec_path, json.dumps(chain_spec, indent=1).encode())
-    if rng.random() < 0.1:  # a stale joblog from an earlier run: a fresh run must start over or refuse
+    if variant != "kill9" and rng.random() < 0.1:  # a stale joblog: a fresh run must start over or refuse
         shutil.copy(ref_log, log)
         g["variant"] += "+stale-joblog"
     first_extra, sig, delay = [], None, 0.0
-    if variant in ("sigint", "sigterm"):
-        sig = signal.SIGINT if variant == "sigint" else signal.SIGTERM
+    if variant in ("sigint", "sigterm", "kill9"):
+        sig = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "kill9": signal.SIGKILL}[variant]
         delay = max(0.02, rng.uniform(0.1, 1.0) * ref_wall)  # after start-up (about 15 ms), mostly
     elif variant == "timeout":
         first_extra = ["--timeout", f"{max(5, int(rng.uniform(0.2, 1.0) * ref_wall * 1000))}ms"]
@@ -545,9 +548,10 @@ def check_graph(rng, g, ck, d, spec_path):
         rsig = None if last or rng.random() < 0.7 else rng.choice([signal.SIGINT, signal.SIGTERM])
         rdelay = max(0.02, rng.uniform(0.1, 0.8) * ref_wall)
         r = ck.execute(f"run {len(runs) + 1}", chain_spec_path, ["--resume"], log, rep, rsig, rdelay)
-        if r.rc == 2 and variant == "halt" and sink in ("count", "sum", "topk"):
+        if r.rc == 2 and variant in ("halt", "kill9") and sink in ("count", "sum", "topk"):
             # "The resume must either restore an aggregate that covers exactly the items it
-            # skips, or refuse with a clear message" (after a failed run the state is gone).
+            # skips, or refuse with a clear message" (after a failed or killed run, no state
+            # was saved).
             ck.expect(r.err.startswith(b"flowpool: "), f"{r.label}: exit 2 without a message")
             refused = True
             break
@@ -590,10 +594,19 @@ def check_graph(rng, g, ck, d, spec_path):
         compare_output(ck, ref_out, read(chain_file, "rb"), True, "file")
         return
     chain_out = b"".join(r.out for r in runs)
-    if variant == "halt" and sink in ("count", "sum", "topk"):
+    if variant in ("halt", "kill9") and sink in ("count", "sum", "topk"):
         # Interpretation: a failed run is no interrupt; whatever partial aggregate it prints,
         # the resume (with its own interrupted resumes) must print the whole run's aggregate.
-        compare_output(ck, ref_out, b"".join(r.out for r in runs[1:]), True, sink + " after a failed run")
+        compare_output(ck, ref_out, b"".join(r.out for r in runs[1:]), True, f"{sink} after a {variant} run")
+    elif variant == "kill9":
+        # Interpretation: after kill -9, the line sinks are at least once (an item counts as
+        # succeeded only once its output is written): nothing lost, nothing foreign.
+        unit = (lambda b: collections.Counter(b)) if sink == "concat" else lines_multiset
+        lost = unit(ref_out) - unit(chain_out)
+        foreign = set(unit(chain_out)) - set(unit(ref_out))
+        if lost or foreign:
+            ck.fail(f"output after kill -9 and --resume ({sink}): lost {list(lost.elements())[:5]}, "
+                    f"foreign {list(foreign)[:5]}")
     elif variant == "halt" and sink == "concat":
         # the resume fills the failed run's gaps after it: the same bytes, in another order
         if sorted(ref_out) != sorted(chain_out):
