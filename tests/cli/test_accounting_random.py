@@ -7,9 +7,10 @@ For each generated graph (a random source, 1 to 4 stages of cheap kernels with r
 injected failures, and one of every built-in sink), the test runs:
 
 - a reference: one uninterrupted run with --joblog and --report;
-- a chain: a first run stopped at a random moment (SIGINT or SIGTERM, --timeout, or a failure
-  policy, --halt, on injected failures), then --resume with the same --joblog until a run
-  completes (sometimes interrupting a resume too).
+- a chain: a first run stopped at a random moment (SIGINT or SIGTERM, --timeout, a failure
+  policy, --halt, on injected failures, or kill -9), then --resume with the same --joblog until
+  a run completes (sometimes interrupting a resume too). Sometimes the first run finds a stale
+  joblog of an earlier run, which it must start over or refuse.
 
 It checks, for every run: no hang (each process runs under a timeout), the exit code and the
 report's status as docs/cli.md documents them, submitted == succeeded + failed + cancelled,
@@ -17,6 +18,10 @@ skipped, one joblog line per submitted item; and for the chain: every item's fin
 the joblog equals the reference's (succeeded once, or failed when the reference failed it), and
 the chain's output equals the reference's: byte for byte for ordered sinks and aggregates, as a
 multiset of lines for unordered print, the final file for the file sink.
+
+Where docs/cli.md leaves it open, the test reads it so: after a failed (--halt) run or kill -9,
+an aggregate's resume prints the whole aggregate or refuses (exit 2); line sinks then hold every
+line (in another order, and after kill -9 possibly twice); the file sink's file is exact.
 
 Environment:
   FLOWPOOL_TEST_SEED=S          the seed (default: random; printed)
