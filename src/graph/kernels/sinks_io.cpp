@@ -149,6 +149,13 @@ class file_sink final : public sink {
       const int e = errno;
       throw_error(errc::io, "file: cannot rename \"" + partial_ + "\" to \"" + path_ + "\": " + errno_text(e));
     }
+    // The rename is durable before the caller drops the resume state (best effort).
+    const auto dir = std::filesystem::path(path_).parent_path();
+    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)::fsync(dfd);
+      ::close(dfd);
+    }
   }
 
   void finish_failed() override {
