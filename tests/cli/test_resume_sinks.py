@@ -263,6 +263,26 @@ class WriteErrorTests(unittest.TestCase):
             self.check_full(["run", graph("sha256-tree.json"), "--set", f"source.path={tree}"], log,
                             "checksums")
 
+    def test_closed_pipe_is_an_interrupt_and_resume_completes(self):
+        # `flowpool run ... | head -1`: the write fails with EPIPE after SIGPIPE; the run ends
+        # as interrupted by SIGPIPE (141), and the item whose line was lost is not succeeded.
+        with tempfile.TemporaryDirectory() as d:
+            log = os.path.join(d, "jobs.log")
+            # 200000 lines: far more than a pipe holds, so the writes meet the closed pipe.
+            args = [*range_graph(200000, {"type": "print", "format": "{id}"}, ms=0), "--keep-order", "--joblog", log]
+            p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            first = p.stdout.readline()
+            p.stdout.close()
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 141, err)
+            self.assertEqual(first, b"1\n")
+            done = succeeded_ids(log)
+            self.assertIn(1, done)
+            self.assertLess(len(done), 200000)
+            rc, second, err = run(*args, "--resume")
+            self.assertEqual(rc, 0, err)
+            self.assertEqual([int(x) for x in second.split()], [i for i in range(1, 200001) if i not in done])
+
     def test_dev_full_aggregates(self):
         with tempfile.TemporaryDirectory() as d:
             log = os.path.join(d, "jobs.log")
