@@ -154,8 +154,16 @@ FLOWPOOL_API std::optional<std::chrono::nanoseconds> parse_duration(const std::s
 /// @endcode
 struct run_controls {
   std::ostream* out = nullptr;                  ///< where sinks write (stdout in the CLI)
-  std::string joblog;                           ///< append one line per finished item; empty: none
-  bool resume = false;                          ///< skip items the joblog says succeeded
+  /// One line per finished item; empty: none. A run without `resume` starts it
+  /// afresh (a regular file is truncated, and its `FILE.state` removed).
+  std::string joblog;
+  /// Continue the run the joblog (and its `FILE.state`) recorded: skip the items
+  /// whose result is already in the output (see docs/cli.md, "Interrupts and resume").
+  bool resume = false;
+  /// With a joblog that is a regular file and a sink with state: about how often
+  /// the sink's state is checkpointed (fsynced) into `FILE.state` during the run
+  /// (less often when a checkpoint takes more than a tenth of this).
+  std::chrono::milliseconds checkpoint_interval{1000};
   const std::atomic<int>* interrupt = nullptr;  ///< set to a signal number to interrupt the run
   /// Called every ~100 ms during the run with a progress line's figures.
   std::function<void(std::uint64_t done, std::optional<std::uint64_t> total, std::uint64_t failed, int busy,

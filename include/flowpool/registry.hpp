@@ -96,28 +96,42 @@ class FLOWPOOL_API source {
 };
 
 /// A sink is the graph's serial aggregator: `consume` never runs concurrently
-/// with itself. Its state must be a plain fold so an interrupted run can save it
-/// and a resumed run can continue from it.
+/// with itself. A sink is either a stream (it writes each item's output as it
+/// consumes it; `save_state()` returns null) or keeps state (an aggregate, or a
+/// file being written; `save_state()` returns non-null JSON). The two are resumed
+/// differently: docs/cli.md, "Interrupts and resume", says how.
 class FLOWPOOL_API sink {
  public:
   /// Sinks are destroyed after the run, on the thread that ran it.
   virtual ~sink() = default;
   /// Folds one successful item. May throw: the item is then recorded as failed
-  /// (`error_kind::aggregator`) and the run stops.
+  /// (`error_kind::aggregator`) and the run stops. A sink that writes must check
+  /// the write (and flush) and throw, naming the cause, when it fails: the joblog
+  /// records the item as succeeded as soon as this returns.
   virtual void consume(item&& it) = 0;
-  /// Called once after the run when it was not interrupted: print totals, commit files.
+  /// Called once after the run when it succeeded: print totals, commit files.
+  /// May throw: the run then fails with the sink as its cause.
   virtual void finish() {}
-  /// The partial aggregate, saved when a run is interrupted (see --resume).
+  /// The state, saved in the joblog's `FILE.state` for --resume (at checkpoints
+  /// during the run and when a run ends without succeeding). Null (the default): a
+  /// stream sink, which has no state. The JSON must be valid UTF-8: encode byte
+  /// strings (hex, as the built-ins do).
   [[nodiscard]] virtual nlohmann::json save_state() const { return nullptr; }
-  /// Restores a partial aggregate saved by save_state().
+  /// Restores a state saved by save_state() (--resume), before any consume().
+  /// May throw flowpool::error when the state does not fit this sink.
   virtual void load_state(const nlohmann::json& /*state*/) {}
+  /// Makes what consume() wrote so far durable (fsync), before a checkpoint of
+  /// save_state() records it. Default: nothing.
+  virtual void sync() {}
   /// Called instead of finish() when the run ended failed (an item failed, or a
-  /// failure policy stopped the run). The default calls finish(), printing what was
-  /// folded; a sink that commits a file discards it here instead.
+  /// failure policy stopped the run). The default calls finish(); the built-in
+  /// aggregates print nothing (a partial aggregate is not the answer) and the
+  /// `file` sink commits nothing.
   virtual void finish_failed() { finish(); }
-  /// After load_state(): whether an item the joblog records as succeeded must run
-  /// again because the restored aggregate does not hold it (a file sink that only
-  /// kept the contiguous prefix of its output). Default: false.
+  /// Whether an item this sink has consumed (in this run, or in the run whose
+  /// state load_state() restored) is missing from its state and must run again
+  /// on --resume: a `file` sink keeps only the contiguous prefix of its output.
+  /// Default: false.
   [[nodiscard]] virtual bool needs_rerun(std::uint64_t /*id*/) const { return false; }
 };
 
@@ -125,6 +139,9 @@ class FLOWPOOL_API sink {
 struct sink_env {
   std::ostream* out = nullptr;  ///< never null when a sink is made
   bool ordered = false;  ///< whether results arrive in source order
+  /// The files the source reads (its `path` parameter; `/dev/stdin` for "-"), so
+  /// that a sink that writes a file can refuse to overwrite its own input.
+  std::vector<std::string> inputs;
 };
 
 /// A registered source type.

@@ -317,7 +317,16 @@ int cmd_run(const run_args& a) {
   if (show_progress && tty) std::cerr << "\r\033[K";
   const bool outputs_ok = write_outputs(a, r, metrics_reported.load());
   if (!a.quiet) {
-    std::cerr << "flowpool: " << r.graph << ": " << r.status << ": " << r.succeeded << " succeeded, " << r.failed
+    // A run that failed with no failed item failed for another reason: say which.
+    std::string why;
+    if (r.status == "failed" && r.failed == 0 && r.cause) {
+      const auto& m = r.cause->message;
+      why = m.rfind("sink: ", 0) == 0     ? " (the sink could not commit its output)"
+            : m.rfind("source: ", 0) == 0 ? " (the source failed)"
+            : m.rfind("--joblog", 0) == 0 ? " (the joblog or resume state could not be written)"
+                                          : "";
+    }
+    std::cerr << "flowpool: " << r.graph << ": " << r.status << why << ": " << r.succeeded << " succeeded, " << r.failed
               << " failed, " << r.cancelled << " cancelled";
     if (r.skipped > 0) std::cerr << ", " << r.skipped << " skipped (resume)";
     if (r.retried > 0) std::cerr << ", " << r.retried << " retries";
@@ -396,8 +405,8 @@ int main(int argc, char** argv) {
   run->add_option("--job-timeout", ra.job_timeout, "per-attempt deadline, e.g. 250ms");
   run->add_option("--halt", ra.halt, "now | soon,fail=K");
   run->add_option("--report", ra.report, "write the JSON report here");
-  run->add_option("--joblog", ra.joblog, "append one line per finished item here");
-  run->add_flag("--resume", ra.resume, "skip items the joblog says succeeded");
+  run->add_option("--joblog", ra.joblog, "write one line per finished item here (a new joblog unless --resume)");
+  run->add_flag("--resume", ra.resume, "continue the run the joblog records (see docs/cli.md)");
   auto* prog = run->add_flag("--progress", ra.progress, "show a progress bar (default: on a TTY)");
   run->add_flag("--no-progress", ra.no_progress, "never show a progress bar")->excludes(prog);
   run->add_flag("-q,--quiet", ra.quiet, "no progress bar, no summary");

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "../util/quote.hpp"
@@ -172,8 +173,7 @@ class print_sink final : public sink {
       line_ += format_[i];
     }
     line_ += '\n';
-    out_.write(line_.data(), static_cast<std::streamsize>(line_.size()));  // one complete record
-    out_.flush();
+    detail::write_output(out_, line_, "print");  // one complete record
   }
 
  private:
@@ -182,11 +182,14 @@ class print_sink final : public sink {
   std::string line_;
 };
 
+// The aggregates print nothing when the run failed: a partial total is not the
+// answer. Their state is kept for --resume instead (see runner.cpp).
 class count_sink final : public sink {
  public:
   explicit count_sink(std::ostream& out) : out_(out) {}
   void consume(item&&) override { ++n_; }
-  void finish() override { out_ << n_ << '\n' << std::flush; }
+  void finish() override { detail::write_output(out_, std::to_string(n_) + '\n', "count"); }
+  void finish_failed() override {}
   [[nodiscard]] nlohmann::json save_state() const override { return {{"count", n_}}; }
   void load_state(const nlohmann::json& s) override { n_ = s.at("count").get<std::uint64_t>(); }
 
@@ -227,12 +230,15 @@ class sum_sink final : public sink {
     has_double_ = true;
   }
   void finish() override {
+    std::ostringstream text;
     if (has_double_) {
-      out_ << (static_cast<double>(isum_) + dsum_) << '\n' << std::flush;
+      text << (static_cast<double>(isum_) + dsum_) << '\n';
     } else {
-      out_ << to_decimal(isum_) << '\n' << std::flush;
+      text << to_decimal(isum_) << '\n';
     }
+    detail::write_output(out_, text.str(), "sum");
   }
+  void finish_failed() override {}
   // The integer sum is saved as a decimal string (JSON numbers stop at 64 bits).
   [[nodiscard]] nlohmann::json save_state() const override {
     return {{"int", to_decimal(isum_)}, {"double", dsum_}, {"has_double", has_double_}};
@@ -452,7 +458,9 @@ namespace detail {
 void check_exec_argv(const nlohmann::json& argv, const nlohmann::json& params, const problem_fn& problem) {
   if (argv.empty() || (argv[0].is_string() && argv[0].get_ref<const std::string&>().empty())) {
     problem("", "must name a command: a non-empty list whose first element is not empty, got " + dump_escaped(argv));
-  } else if (params.value("shell", false) && argv.size() != 1) {
+  } else if (const auto shell = params.find("shell");
+             shell != params.end() && shell->is_boolean() && shell->get<bool>() && argv.size() != 1) {
+    // (find, not params.value("shell", false): GCC 12 then warns of a null dereference inside nlohmann)
     problem("", "with shell: true, must be one string (the script; the input is \"$1\"), got " +
                     std::to_string(argv.size()) + " elements");
   }

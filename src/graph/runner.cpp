@@ -5,12 +5,19 @@
 // aggregator is the sink. Each item ends in exactly one terminal state: failed or
 // cancelled at some stage, or succeeded at the last stage. The joblog records that
 // state per item id (its source position), which is what --resume keys on.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -23,34 +30,83 @@ namespace {
 
 using clk = std::chrono::steady_clock;
 
-// Appends one line per finished item, flushed as it goes. Serialized by a mutex:
-// several stages' hooks may write at once.
+[[noreturn]] void throw_errno(errc code, const std::string& what, int err) {
+  detail::throw_error(code, what + ": " + std::strerror(err));
+}
+
+void write_all(int fd, std::string_view data, const std::string& what) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(errc::io, what, errno);
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// The joblog: one line per finished item, written with one write() each and never
+// buffered. A run without --resume starts it afresh (a regular file is truncated,
+// as GNU parallel does). A non-regular file (/dev/stderr, /dev/null, a FIFO) is
+// only appended to: it cannot be resumed from, and it gets no FILE.state.
+// Serialized by a mutex: several stages' hooks may write at once.
 class joblog_writer {
  public:
-  explicit joblog_writer(const std::string& path) {
+  joblog_writer(const std::string& path, bool resume) : path_(path) {
     if (path.empty()) return;
-    const bool fresh = !std::filesystem::exists(path) || std::filesystem::file_size(path) == 0;
-    out_.open(path, std::ios::app);
-    if (!out_) detail::throw_error(errc::io, "--joblog: cannot open \"" + path + "\" for appending");
-    if (fresh) out_ << "# id\tstatus\tattempts\tduration_ms\tstage\n" << std::flush;
+    struct stat st {};
+    const bool exists = ::stat(path.c_str(), &st) == 0;
+    if (resume && exists && !S_ISREG(st.st_mode)) {
+      detail::throw_error(errc::invalid_argument, "--resume: --joblog \"" + path +
+                                                      "\" is not a regular file: a run can only be resumed from a "
+                                                      "joblog file an earlier run wrote");
+    }
+    const bool truncate = !resume && (!exists || S_ISREG(st.st_mode));
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);
+    if (fd_ < 0) throw_errno(errc::io, "--joblog: cannot open \"" + path + "\"", errno);
+    if (::fstat(fd_, &st) != 0) throw_errno(errc::io, "--joblog: cannot stat \"" + path + "\"", errno);
+    regular_ = S_ISREG(st.st_mode);
+    if (!regular_ || st.st_size == 0) write_line("# id\tstatus\tattempts\tduration_ms\tstage\n");
   }
+  joblog_writer(const joblog_writer&) = delete;
+  joblog_writer& operator=(const joblog_writer&) = delete;
+  ~joblog_writer() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  [[nodiscard]] bool enabled() const { return fd_ >= 0; }
+  // Whether FILE.state can sit next to it (a regular file).
+  [[nodiscard]] bool regular() const { return fd_ >= 0 && regular_; }
+
   void write(std::uint64_t id, job_status s, std::uint32_t attempts, std::chrono::nanoseconds d,
              const std::string& stage) {
-    if (!out_.is_open()) return;
+    if (fd_ < 0) return;
+    std::ostringstream line;
+    line << id << '\t' << to_string(s) << '\t' << attempts << '\t'
+         << std::chrono::duration<double, std::milli>(d).count() << '\t' << stage << '\n';
+    write_line(line.str());
+  }
+
+  // Makes every line written so far durable (before a checkpoint that relies on them).
+  void sync() {
+    if (!regular()) return;
     const std::lock_guard lk(mu_);
-    out_ << id << '\t' << to_string(s) << '\t' << attempts << '\t'
-         << std::chrono::duration<double, std::milli>(d).count() << '\t' << stage << '\n'
-         << std::flush;
+    if (::fsync(fd_) != 0 && errno != EINVAL) throw_errno(errc::io, "--joblog: cannot sync \"" + path_ + "\"", errno);
   }
 
  private:
+  void write_line(const std::string& text) {
+    const std::lock_guard lk(mu_);
+    write_all(fd_, text, "--joblog: cannot write \"" + path_ + "\"");
+  }
+
   std::mutex mu_;
-  std::ofstream out_;
+  std::string path_;
+  int fd_ = -1;
+  bool regular_ = false;
 };
 
-// Ids the joblog says already succeeded (for --resume).
-std::set<std::uint64_t> succeeded_in_joblog(const std::string& path) {
-  std::set<std::uint64_t> ids;
+// Sorted ids the joblog records as succeeded (for --resume).
+std::vector<std::uint64_t> succeeded_in_joblog(const std::string& path) {
+  std::vector<std::uint64_t> ids;
   std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
@@ -58,12 +114,123 @@ std::set<std::uint64_t> succeeded_in_joblog(const std::string& path) {
     std::istringstream fields(line);
     std::uint64_t id = 0;
     std::string status;
-    if (fields >> id >> status && status == "succeeded") ids.insert(id);
+    if (fields >> id >> status && status == "succeeded") ids.push_back(id);
   }
+  if (in.bad()) detail::throw_error(errc::io, "--resume: cannot read --joblog \"" + path + "\"");
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return ids;
 }
 
+bool has_id(const std::vector<std::uint64_t>& sorted, std::uint64_t id) {
+  return std::binary_search(sorted.begin(), sorted.end(), id);
+}
+
+// A set of item ids as sorted, disjoint, non-adjacent closed intervals: what a
+// sink's saved state covers. Items mostly finish in order, so it stays small.
+class id_ranges {
+ public:
+  void add(std::uint64_t id) {
+    auto next = r_.upper_bound(id);  // the first interval starting after id
+    if (next != r_.begin()) {
+      const auto prev = std::prev(next);
+      if (prev->second >= id) return;
+      if (prev->second + 1 == id) {
+        prev->second = id;
+        if (next != r_.end() && next->first == id + 1) {
+          prev->second = next->second;
+          r_.erase(next);
+        }
+        return;
+      }
+    }
+    if (next != r_.end() && next->first == id + 1) {
+      const auto last = next->second;
+      r_.erase(next);
+      r_.emplace(id, last);
+      return;
+    }
+    r_.emplace(id, id);
+  }
+  // Adds [first, last], which must lie after every interval added so far.
+  void add_interval(std::uint64_t first, std::uint64_t last) {
+    if (!r_.empty() && std::prev(r_.end())->second + 1 >= first) {
+      std::prev(r_.end())->second = std::max(std::prev(r_.end())->second, last);
+    } else {
+      r_.emplace(first, last);
+    }
+  }
+  [[nodiscard]] bool contains(std::uint64_t id) const {
+    auto next = r_.upper_bound(id);
+    return next != r_.begin() && std::prev(next)->second >= id;
+  }
+  [[nodiscard]] std::uint64_t size() const {
+    std::uint64_t n = 0;
+    for (const auto& [a, b] : r_) n += b - a + 1;
+    return n;
+  }
+  [[nodiscard]] const std::map<std::uint64_t, std::uint64_t>& intervals() const { return r_; }
+  [[nodiscard]] nlohmann::json to_json() const {
+    auto j = nlohmann::json::array();
+    for (const auto& [a, b] : r_) j.push_back({a, b});
+    return j;
+  }
+  // Throws on anything but sorted, disjoint [first, last] pairs of ids >= 1.
+  static id_ranges from_json(const nlohmann::json& j) {
+    id_ranges r;
+    std::uint64_t after = 0;
+    for (const auto& p : j) {
+      const auto a = p.at(0).get<std::uint64_t>();
+      const auto b = p.at(1).get<std::uint64_t>();
+      if (p.size() != 2 || a == 0 || a > b || (!r.r_.empty() && a <= after + 1)) {
+        throw std::invalid_argument("\"covers\" is not sorted, disjoint [first, last] pairs");
+      }
+      r.r_.emplace(a, b);
+      after = b;
+    }
+    return r;
+  }
+
+ private:
+  std::map<std::uint64_t, std::uint64_t> r_;
+};
+
 std::string state_path(const std::string& joblog) { return joblog + ".state"; }
+
+constexpr const char* kStateFormat = "flowpool-resume-state";
+
+// Writes FILE.state so that it is whole or absent, never empty or partial, even
+// after a crash or a power loss: a temporary file, fsync, rename, fsync of the directory.
+void write_state_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  const std::string what = "--joblog: cannot write the resume state \"" + path + "\"";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) throw_errno(errc::io, what, errno);
+  try {
+    write_all(fd, text, what);
+    if (::fsync(fd) != 0) throw_errno(errc::io, what, errno);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    throw_errno(errc::io, what, e);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    throw_errno(errc::io, what, e);
+  }
+  const auto dir = std::filesystem::path(path).parent_path();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);  // best effort: the rename itself is already atomic
+    ::close(dfd);
+  }
+}
 
 struct stage_runtime {
   std::string name;
@@ -126,7 +293,12 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   }
   std::ostream& out = ctl.out != nullptr ? *ctl.out : std::cout;
   auto src = src_info->make(spec.source_params);
-  auto snk = sink_info_p->make(spec.sink_params, sink_env{&out, spec.ordered});
+  sink_env env{&out, spec.ordered, {}};
+  if (spec.source_params.is_object() && spec.source_params.contains("path") && spec.source_params["path"].is_string()) {
+    const auto in = spec.source_params["path"].get<std::string>();
+    env.inputs.push_back(in == "-" ? "/dev/stdin" : in);
+  }
+  auto snk = sink_info_p->make(spec.sink_params, env);
   std::vector<kernel_fn> kernels;
   for (const auto& st : spec.stages) {
     const auto* k = reg.find_kernel(st.kernel);
@@ -134,20 +306,106 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     kernels.push_back(k->make(st.params));
   }
 
-  std::set<std::uint64_t> done;
+  // --resume. A stream sink's output is written before its item is logged as
+  // succeeded, so every such item is skipped. A sink with state skips only the
+  // items its saved state covers (FILE.state records which), and those must all be
+  // logged as succeeded: every other item runs again, whatever the joblog says.
+  const bool stateful = !snk->save_state().is_null();
+  std::vector<std::uint64_t> logged_ok;  // sorted
+  id_ranges covered;                     // the items whose result the sink's state holds
   if (ctl.resume) {
     if (ctl.joblog.empty()) detail::throw_error(errc::invalid_argument, "--resume needs --joblog FILE");
-    done = succeeded_in_joblog(ctl.joblog);
-    std::ifstream state(state_path(ctl.joblog));
-    if (state) {
+    struct stat st {};
+    if (::stat(ctl.joblog.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      detail::throw_error(errc::invalid_argument, "--resume: --joblog \"" + ctl.joblog +
+                                                      "\" is not a regular file: a run can only be resumed from a "
+                                                      "joblog file an earlier run wrote");
+    }
+    logged_ok = succeeded_in_joblog(ctl.joblog);
+    const std::string sp = state_path(ctl.joblog);
+    std::ifstream state(sp, std::ios::binary);
+    if (state && stateful) {
+      const std::string what = "--resume: cannot use the saved sink state \"" + sp + "\": ";
+      nlohmann::json doc;
       try {
-        snk->load_state(nlohmann::json::parse(state));
+        doc = nlohmann::json::parse(state);
+        if (!doc.is_object() || doc.value(kStateFormat, 0) != 1) {
+          throw std::invalid_argument("not a flowpool resume state");
+        }
+        const auto saved_sink = doc.at("sink").get<std::string>();
+        if (saved_sink != spec.sink_type) {
+          throw std::invalid_argument("it is the state of a \"" + saved_sink + "\" sink, this run's sink is \"" +
+                                      spec.sink_type + "\"");
+        }
+        covered = id_ranges::from_json(doc.at("covers"));
       } catch (const std::exception& e) {
-        detail::throw_error(errc::io, "--resume: cannot read sink state \"" + state_path(ctl.joblog) + "\": " + e.what());
+        detail::throw_error(errc::io, what + e.what());
+      }
+      for (const auto& [a, b] : covered.intervals()) {
+        const auto lo = std::lower_bound(logged_ok.begin(), logged_ok.end(), a);
+        const auto hi = std::upper_bound(lo, logged_ok.end(), b);
+        if (static_cast<std::uint64_t>(hi - lo) != b - a + 1) {
+          std::uint64_t missing = a;
+          for (auto i = lo; i != hi && *i == missing; ++i) ++missing;
+          detail::throw_error(errc::io, what + "it holds item " + std::to_string(missing) + ", which the joblog \"" +
+                                            ctl.joblog +
+                                            "\" does not record as succeeded: they are not of the same run (remove "
+                                            "both to start over)");
+        }
+      }
+      try {
+        snk->load_state(doc.at("state"));
+      } catch (const std::exception& e) {
+        detail::throw_error(errc::io, what + e.what());
       }
     }
   }
-  joblog_writer joblog(ctl.joblog);
+  // Decided before the run: the pump must not ask the sink while it consumes.
+  id_ranges skippable;
+  if (ctl.resume && stateful) {
+    for (const auto& [a, b] : covered.intervals()) {
+      std::optional<std::uint64_t> from;  // the start of the current run of skippable ids
+      for (std::uint64_t id = a;; ++id) {
+        const bool keep = !snk->needs_rerun(id);
+        if (keep && !from) from = id;
+        if (from && (!keep || id == b)) {
+          skippable.add_interval(*from, keep ? id : id - 1);
+          from.reset();
+        }
+        if (id == b) break;
+      }
+    }
+    covered = skippable;
+  }
+  const auto skip = [&](std::uint64_t id) {
+    if (!ctl.resume) return false;
+    return stateful ? skippable.contains(id) : has_id(logged_ok, id);
+  };
+  const std::uint64_t skip_hint = !ctl.resume ? 0 : stateful ? skippable.size() : logged_ok.size();
+  joblog_writer joblog(ctl.joblog, ctl.resume);
+  std::error_code ignored;
+  if (joblog.regular() && !ctl.resume) std::filesystem::remove(state_path(ctl.joblog), ignored);  // a stale one
+  const bool keep_state = stateful && joblog.regular();
+  // Saves the sink's state and what it covers, after making both the sink's
+  // output and the joblog lines it relies on durable: FILE.state never covers an
+  // item the joblog on disk does not record as succeeded.
+  const auto save_resume_state = [&] {
+    snk->sync();
+    joblog.sync();
+    nlohmann::json doc;
+    doc[kStateFormat] = 1;
+    doc["sink"] = spec.sink_type;
+    doc["covers"] = covered.to_json();
+    doc["state"] = snk->save_state();
+    std::string text;
+    try {
+      text = doc.dump();
+    } catch (const nlohmann::json::exception& e) {
+      detail::throw_error(errc::internal, "sink \"" + spec.sink_type + "\": its state is not valid JSON: " + e.what());
+    }
+    write_state_file(state_path(ctl.joblog), text + "\n");
+  };
+  auto next_checkpoint = clk::now() + ctl.checkpoint_interval;
 
   const std::size_t n_stages = spec.stages.size();
   std::vector<std::unique_ptr<stage_runtime>> stages;
@@ -215,7 +473,19 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
         if (rec.status == job_status::failed) me.failed_item_of[rec.job] = item_id;
       }
       if (rec.status == job_status::succeeded && !last) return;  // handed on to the next stage
+      // The last stage's hook runs in its serial aggregator right after the sink
+      // consumed the item: its output is written (or folded) when it is logged.
       joblog.write(item_id, rec.status, rec.attempts, rec.duration, me.name);
+      if (last && rec.status == job_status::succeeded && keep_state) {
+        if (!snk->needs_rerun(item_id)) covered.add(item_id);
+        if (const auto now = clk::now(); now >= next_checkpoint) {  // a throw fails the run, naming the cause
+          save_resume_state();
+          // A large state (topk's table) is written less often: checkpoints take at
+          // most about a tenth of the sink's time.
+          const auto took = clk::now() - now;
+          next_checkpoint = clk::now() + std::max<clk::duration>(ctl.checkpoint_interval, took * 10);
+        }
+      }
       done_items.fetch_add(1, std::memory_order_relaxed);
       if (rec.status == job_status::failed) {
         failed_items.fetch_add(1, std::memory_order_relaxed);
@@ -236,7 +506,26 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       return it;
     };
     if (last) {
-      rt.p = std::make_unique<pool<item, item>>(o, work, [&snk](item&& it) { snk->consume(std::move(it)); }, mo);
+      rt.p = std::make_unique<pool<item, item>>(
+          o, work,
+          [&](item&& it) {
+            try {
+              snk->consume(std::move(it));
+            } catch (...) {
+              // A write that failed because a signal came (SIGPIPE: the reader of stdout
+              // went away) ends the run as interrupted by that signal, not as failed.
+              const int sig = ctl.interrupt != nullptr ? ctl.interrupt->load() : 0;
+              if (sig != 0) {
+                {
+                  const std::lock_guard lk(run_mu);
+                  if (signal_seen == 0) signal_seen = sig;
+                }
+                cancel_all("interrupted", std::nullopt);
+              }
+              throw;
+            }
+          },
+          mo);
     } else {
       stage_runtime& next = *stages[kk + 1];
       rt.p = std::make_unique<pool<item, item>>(o, work, [&next, &dropped_between, &done_items, &joblog](item&& it) {
@@ -288,8 +577,10 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
           busy += s->p->snapshot().busy_workers;
           workers += s->p->options().workers;
         }
-        ctl.on_progress(done_items.load(), total ? std::optional<std::uint64_t>(*total - std::min<std::uint64_t>(*total, done.size())) : std::nullopt,
-                        failed_items.load(), busy, workers);
+        ctl.on_progress(
+            done_items.load(),
+            total ? std::optional<std::uint64_t>(*total - std::min<std::uint64_t>(*total, skip_hint)) : std::nullopt,
+            failed_items.load(), busy, workers);
         next_progress = now + std::chrono::milliseconds(100);
       }
       if (ctl.on_metrics && ctl.metrics && now >= next_metrics) {
@@ -308,7 +599,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   try {
     stage_runtime& first = *stages[0];
     while (auto it = src->next()) {
-      if (!done.empty() && done.count(it->id) != 0 && !snk->needs_rerun(it->id)) {
+      if (skip(it->id)) {
         ++skipped;
         continue;
       }
@@ -399,31 +690,40 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   } else {
     r.status = "ok";
   }
-  // An interrupted or timed-out run keeps its partial aggregate for --resume;
-  // a finished one commits the sink's output.
-  const auto keep_resume_state = [&] {
-    if (ctl.joblog.empty()) return;
-    std::ofstream state(state_path(ctl.joblog), std::ios::trunc);
-    state << snk->save_state().dump() << '\n';
+  // A run that succeeded commits the sink's output (print the aggregate, rename
+  // the file) and drops the resume state. Any other end keeps the sink's state for
+  // --resume; a failed run prints no partial aggregate and commits no file.
+  const auto keep_for_resume = [&] {
+    if (!keep_state) return;
+    try {
+      save_resume_state();
+    } catch (const std::exception& e) {
+      r.status = "failed";
+      r.cause = job_error{0, 0, error_kind::exception, e.what()};
+    }
   };
-  if (r.status == "interrupted" || r.status == "timed_out") {
-    keep_resume_state();
-  } else if (r.status == "ok") {
+  if (r.status == "ok") {
     // Committing the output can still fail (a full disk, the target path taken
     // meanwhile). Then the run failed, with that as its cause: the report is still
     // written, and with a joblog the state stays, so --resume retries the commit
     // without running any item again.
     try {
       snk->finish();
-      if (!ctl.joblog.empty()) std::filesystem::remove(state_path(ctl.joblog));
+      if (joblog.regular()) std::filesystem::remove(state_path(ctl.joblog), ignored);
     } catch (const std::exception& e) {
       r.status = "failed";
       r.cause = job_error{0, 0, error_kind::exception, std::string("sink: ") + e.what()};
-      keep_resume_state();
+      keep_for_resume();
     }
   } else {
-    snk->finish_failed();
-    if (!ctl.joblog.empty()) std::filesystem::remove(state_path(ctl.joblog));
+    keep_for_resume();
+    if (r.status == "failed") {
+      try {
+        snk->finish_failed();
+      } catch (const std::exception& e) {
+        if (!r.cause) r.cause = job_error{0, 0, error_kind::exception, std::string("sink: ") + e.what()};
+      }
+    }
   }
   r.wall_ms = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
   return r;

@@ -3,6 +3,7 @@
 // directory registers its own; builtins.cpp calls them.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -48,6 +49,11 @@ void check_exec_argv(const nlohmann::json& argv, const nlohmann::json& params,
 /// cannot be opened, is a directory or is not a regular file, or a read fails.
 /// `what` prefixes the message ("sha256", "zstd", ...).
 std::string read_whole_file(const std::string& path, std::string_view what);
+
+/// Writes `data` to a sink's output stream and flushes it. Throws flowpool::error
+/// (errc::io) naming the cause ("print: cannot write the output: No space left on
+/// device") when the stream fails: an item counts as succeeded only once written.
+void write_output(std::ostream& out, std::string_view data, std::string_view who);
 
 /// "No such file or directory" etc. for errno.
 std::string errno_text(int err);

@@ -5,7 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <map>
+#include <filesystem>
 #include <ostream>
 
 #include "flowpool/error.hpp"
@@ -43,8 +43,7 @@ class checksums_sink final : public sink {
       line_ += name;
     }
     line_ += '\n';
-    out_.write(line_.data(), static_cast<std::streamsize>(line_.size()));
-    out_.flush();
+    write_output(out_, line_, "checksums");
   }
 
  private:
@@ -52,17 +51,68 @@ class checksums_sink final : public sink {
   std::string line_;
 };
 
+std::string to_hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(bytes.size() * 2);
+  for (const char c : bytes) {
+    const auto ch = static_cast<unsigned char>(c);
+    hex += digits[ch >> 4];
+    hex += digits[ch & 15];
+  }
+  return hex;
+}
+
+std::string from_hex(const std::string& hex) {
+  const auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string bytes;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]);
+    const int lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) throw_error(errc::io, "file: the saved state's path_hex is not lowercase hex");
+    bytes += static_cast<char>(hi * 16 + lo);
+  }
+  if (hex.size() % 2 != 0) throw_error(errc::io, "file: the saved state's path_hex is not lowercase hex");
+  return bytes;
+}
+
 // Writes each result's bytes to `path` in source order. The bytes go to
 // `path.partial`, renamed to `path` only when the run succeeds. Only the
 // contiguous prefix of items (1, 2, 3, ...) is ever written, so an interrupted
 // run leaves a .partial that holds whole results; its state (next id, byte length)
 // lets --resume truncate to exactly that and continue.
+//
+// Results arrive in source order (the sink forces ordered mode), so an item that
+// arrives past the next one expected means that one failed or was cancelled: the
+// output has a permanent gap and this run cannot commit. Later results are then
+// dropped, not held (memory stays bounded); --resume runs them again (needs_rerun).
 class file_sink final : public sink {
  public:
   // Opens (without truncating) path.partial at once, so an unwritable output fails
   // before the run starts (exit 2). A fresh run truncates it at its first result; a
-  // resumed one keeps the saved prefix (load_state).
-  explicit file_sink(std::string path) : path_(std::move(path)), partial_(path_ + ".partial") {
+  // resumed one keeps the saved prefix (load_state). Refuses a .partial that is one
+  // of the source's inputs: truncating it would destroy the input.
+  file_sink(std::string path, const std::vector<std::string>& inputs)
+      : path_(std::move(path)), partial_(path_ + ".partial") {
+    struct stat mine {};
+    const bool exists = ::stat(partial_.c_str(), &mine) == 0;
+    for (const auto& in : inputs) {
+      struct stat theirs {};
+      const bool same_inode =
+          exists && ::stat(in.c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev && theirs.st_ino == mine.st_ino;
+      std::error_code ec1, ec2;
+      const bool same_path =
+          std::filesystem::weakly_canonical(in, ec1) == std::filesystem::weakly_canonical(partial_, ec2) && !ec1 &&
+          !ec2;
+      if (same_inode || same_path) {
+        throw_error(errc::invalid_argument, "file: the temporary output \"" + partial_ + "\" is the input \"" + in +
+                                                "\": writing it would destroy the input; choose another sink.path");
+      }
+    }
     fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
     if (fd_ < 0) fail_io("cannot create");
   }
@@ -75,21 +125,17 @@ class file_sink final : public sink {
   void consume(item&& it) override {
     if (!started_) start_fresh();
     if (it.id < next_id_) return;  // already in the file (a resumed run)
-    if (it.id != next_id_) {  // an earlier item is still missing: hold this one
-      pending_.emplace(it.id, std::move(it.value));
+    if (it.id != next_id_ || gap_) {  // item next_id_ will never come: drop the rest
+      gap_ = true;
       return;
     }
     append(it.value);
     ++next_id_;
-    for (auto p = pending_.begin(); p != pending_.end() && p->first == next_id_; p = pending_.erase(p)) {
-      append(p->second);
-      ++next_id_;
-    }
   }
 
   void finish() override {
     if (!started_) start_fresh();  // no items: an empty file
-    if (!pending_.empty()) {
+    if (gap_) {
       throw_error(errc::io, "file: \"" + path_ + "\": item " + std::to_string(next_id_) +
                                 " never arrived; the output is incomplete and was left in \"" + partial_ + "\"");
     }
@@ -103,6 +149,13 @@ class file_sink final : public sink {
       const int e = errno;
       throw_error(errc::io, "file: cannot rename \"" + partial_ + "\" to \"" + path_ + "\": " + errno_text(e));
     }
+    // The rename is durable before the caller drops the resume state (best effort).
+    const auto dir = std::filesystem::path(path_).parent_path();
+    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)::fsync(dfd);
+      ::close(dfd);
+    }
   }
 
   void finish_failed() override {
@@ -113,17 +166,23 @@ class file_sink final : public sink {
     }
   }
 
+  void sync() override {
+    if (fd_ >= 0 && ::fsync(fd_) != 0 && errno != EINVAL) fail_io("cannot sync");
+  }
+
+  // The path is stored hex-encoded: it may hold any bytes, and JSON needs UTF-8.
   [[nodiscard]] nlohmann::json save_state() const override {
-    return {{"path", path_}, {"next_id", next_id_}, {"bytes", bytes_}};
+    return {{"path_hex", to_hex(path_)}, {"next_id", next_id_}, {"bytes", bytes_}};
   }
 
   void load_state(const nlohmann::json& s) override {
-    const auto saved_path = s.at("path").get<std::string>();
+    const auto saved_path = from_hex(s.at("path_hex").get<std::string>());
     if (saved_path != path_) {
       throw_error(errc::io, "file: the saved run wrote \"" + saved_path + "\", this one writes \"" + path_ + "\"");
     }
     next_id_ = s.at("next_id").get<std::uint64_t>();
     bytes_ = s.at("bytes").get<std::uint64_t>();
+    if (next_id_ == 0) throw_error(errc::io, "file: the saved next_id is 0");
     started_ = true;
     struct stat st {};
     if (::fstat(fd_, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < bytes_) {
@@ -163,9 +222,9 @@ class file_sink final : public sink {
   std::string partial_;
   int fd_ = -1;
   bool started_ = false;  // truncated (fresh run) or restored (resume)
+  bool gap_ = false;      // an item never came: nothing more is written
   std::uint64_t next_id_ = 1;
   std::uint64_t bytes_ = 0;
-  std::map<std::uint64_t, std::string> pending_;
 };
 
 // Each result's bytes, as they are, in source order (like `parallel -k`).
@@ -174,8 +233,7 @@ class concat_sink final : public sink {
   explicit concat_sink(std::ostream& out) : out_(out) {}
   void consume(item&& it) override {
     if (it.value.empty()) return;
-    out_.write(it.value.data(), static_cast<std::streamsize>(it.value.size()));
-    out_.flush();
+    write_output(out_, it.value, "concat");
   }
 
  private:
@@ -183,6 +241,16 @@ class concat_sink final : public sink {
 };
 
 }  // namespace
+
+void write_output(std::ostream& out, std::string_view data, std::string_view who) {
+  errno = 0;
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  out.flush();
+  if (!out) {
+    const int e = errno;
+    throw_error(errc::io, std::string(who) + ": cannot write the output: " + (e != 0 ? errno_text(e) : "write error"));
+  }
+}
 
 void register_io_sinks(registry& r) {
   r.add_sink({"checksums",
@@ -196,8 +264,8 @@ void register_io_sinks(registry& r) {
               "writes each value's bytes to a file in source order, through path.partial renamed on success "
               "(--resume continues an interrupted .partial)",
               {make_param("path", param_type::string, nullptr, "the output file")},
-              [](const nlohmann::json& p, const sink_env&) -> std::unique_ptr<sink> {
-                return std::make_unique<file_sink>(p["path"].get<std::string>());
+              [](const nlohmann::json& p, const sink_env& env) -> std::unique_ptr<sink> {
+                return std::make_unique<file_sink>(p["path"].get<std::string>(), env.inputs);
               },
               true});
   r.add_sink({"concat",

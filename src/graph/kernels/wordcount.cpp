@@ -80,9 +80,9 @@ class topk_sink final : public sink {
       text.append(all[i].first);
       text += '\n';
     }
-    out_.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out_.flush();
+    write_output(out_, text, "topk");
   }
+  void finish_failed() override {}  // a partial count is not the answer
   [[nodiscard]] nlohmann::json save_state() const override {
     // Words may be any bytes (not valid UTF-8, which JSON needs): saved hex-encoded.
     std::string table;
