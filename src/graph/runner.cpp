@@ -22,6 +22,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "../util/quote.hpp"
 #include "flowpool/graph.hpp"
 #include "flowpool/pool.hpp"
 
@@ -61,8 +62,8 @@ class joblog_writer {
     }
     const bool truncate = !resume && (!exists || S_ISREG(st.st_mode));
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);
-    if (fd_ < 0) throw_errno(errc::io, "--joblog: cannot open \"" + path + "\"", errno);
-    if (::fstat(fd_, &st) != 0) throw_errno(errc::io, "--joblog: cannot stat \"" + path + "\"", errno);
+    if (fd_ < 0) throw_errno(errc::io, "--joblog: cannot open " + detail::quote_name(path), errno);
+    if (::fstat(fd_, &st) != 0) throw_errno(errc::io, "--joblog: cannot stat " + detail::quote_name(path), errno);
     regular_ = S_ISREG(st.st_mode);
     if (!regular_ || st.st_size == 0) write_line("# id\tstatus\tattempts\tduration_ms\tstage\n");
   }
@@ -89,13 +90,14 @@ class joblog_writer {
   void sync() {
     if (!regular()) return;
     const std::lock_guard lk(mu_);
-    if (::fsync(fd_) != 0 && errno != EINVAL) throw_errno(errc::io, "--joblog: cannot sync \"" + path_ + "\"", errno);
+    if (::fsync(fd_) != 0 && errno != EINVAL)
+      throw_errno(errc::io, "--joblog: cannot sync " + detail::quote_name(path_), errno);
   }
 
  private:
   void write_line(const std::string& text) {
     const std::lock_guard lk(mu_);
-    write_all(fd_, text, "--joblog: cannot write \"" + path_ + "\"");
+    write_all(fd_, text, "--joblog: cannot write " + detail::quote_name(path_));
   }
 
   std::mutex mu_;
@@ -116,7 +118,7 @@ std::vector<std::uint64_t> succeeded_in_joblog(const std::string& path) {
     std::string status;
     if (fields >> id >> status && status == "succeeded") ids.push_back(id);
   }
-  if (in.bad()) detail::throw_error(errc::io, "--resume: cannot read --joblog \"" + path + "\"");
+  if (in.bad()) detail::throw_error(errc::io, "--resume: cannot read --joblog " + detail::quote_name(path));
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return ids;
@@ -203,7 +205,7 @@ constexpr const char* kStateFormat = "flowpool-resume-state";
 // after a crash or a power loss: a temporary file, fsync, rename, fsync of the directory.
 void write_state_file(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
-  const std::string what = "--joblog: cannot write the resume state \"" + path + "\"";
+  const std::string what = "--joblog: cannot write the resume state " + detail::quote_name(path);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) throw_errno(errc::io, what, errno);
   try {
@@ -302,7 +304,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   std::vector<kernel_fn> kernels;
   for (const auto& st : spec.stages) {
     const auto* k = reg.find_kernel(st.kernel);
-    if (k == nullptr) detail::throw_error(errc::invalid_spec, "run_graph: unregistered kernel \"" + st.kernel + "\"");
+    if (k == nullptr)
+      detail::throw_error(errc::invalid_spec, "run_graph: unregistered kernel " + detail::quote_name(st.kernel));
     kernels.push_back(k->make(st.params));
   }
 
@@ -325,7 +328,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     const std::string sp = state_path(ctl.joblog);
     std::ifstream state(sp, std::ios::binary);
     if (state && stateful) {
-      const std::string what = "--resume: cannot use the saved sink state \"" + sp + "\": ";
+      const std::string what = "--resume: cannot use the saved sink state " + detail::quote_name(sp) + ": ";
       nlohmann::json doc;
       try {
         doc = nlohmann::json::parse(state);
@@ -334,8 +337,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
         }
         const auto saved_sink = doc.at("sink").get<std::string>();
         if (saved_sink != spec.sink_type) {
-          throw std::invalid_argument("it is the state of a \"" + saved_sink + "\" sink, this run's sink is \"" +
-                                      spec.sink_type + "\"");
+          throw std::invalid_argument("it is the state of a " + detail::quote_name(saved_sink) +
+                                      " sink, this run's sink is " + detail::quote_name(spec.sink_type));
         }
         covered = id_ranges::from_json(doc.at("covers"));
       } catch (const std::exception& e) {
@@ -401,7 +404,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     try {
       text = doc.dump();
     } catch (const nlohmann::json::exception& e) {
-      detail::throw_error(errc::internal, "sink \"" + spec.sink_type + "\": its state is not valid JSON: " + e.what());
+      detail::throw_error(errc::internal,
+                          "sink " + detail::quote_name(spec.sink_type) + ": its state is not valid JSON: " + e.what());
     }
     write_state_file(state_path(ctl.joblog), text + "\n");
   };

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <ostream>
 
+#include "../../util/quote.hpp"
 #include "flowpool/error.hpp"
 #include "kernels.hpp"
 
@@ -109,8 +110,9 @@ class file_sink final : public sink {
           std::filesystem::weakly_canonical(in, ec1) == std::filesystem::weakly_canonical(partial_, ec2) && !ec1 &&
           !ec2;
       if (same_inode || same_path) {
-        throw_error(errc::invalid_argument, "file: the temporary output \"" + partial_ + "\" is the input \"" + in +
-                                                "\": writing it would destroy the input; choose another sink.path");
+        throw_error(errc::invalid_argument, "file: the temporary output " + quote_name(partial_) + " is the input " +
+                                                quote_name(in) +
+                                                ": writing it would destroy the input; choose another sink.path");
       }
     }
     fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
@@ -136,8 +138,8 @@ class file_sink final : public sink {
   void finish() override {
     if (!started_) start_fresh();  // no items: an empty file
     if (gap_) {
-      throw_error(errc::io, "file: \"" + path_ + "\": item " + std::to_string(next_id_) +
-                                " never arrived; the output is incomplete and was left in \"" + partial_ + "\"");
+      throw_error(errc::io, "file: " + quote_name(path_) + ": item " + std::to_string(next_id_) +
+                                " never arrived; the output is incomplete and was left in " + quote_name(partial_));
     }
     if (::fsync(fd_) != 0 && errno != EINVAL) fail_io("cannot sync");
     if (::close(fd_) != 0) {
@@ -147,7 +149,8 @@ class file_sink final : public sink {
     fd_ = -1;
     if (std::rename(partial_.c_str(), path_.c_str()) != 0) {
       const int e = errno;
-      throw_error(errc::io, "file: cannot rename \"" + partial_ + "\" to \"" + path_ + "\": " + errno_text(e));
+      throw_error(errc::io,
+                  "file: cannot rename " + quote_name(partial_) + " to " + quote_name(path_) + ": " + errno_text(e));
     }
     // The rename is durable before the caller drops the resume state (best effort).
     const auto dir = std::filesystem::path(path_).parent_path();
@@ -178,7 +181,8 @@ class file_sink final : public sink {
   void load_state(const nlohmann::json& s) override {
     const auto saved_path = from_hex(s.at("path_hex").get<std::string>());
     if (saved_path != path_) {
-      throw_error(errc::io, "file: the saved run wrote \"" + saved_path + "\", this one writes \"" + path_ + "\"");
+      throw_error(errc::io,
+                  "file: the saved run wrote " + quote_name(saved_path) + ", this one writes " + quote_name(path_));
     }
     next_id_ = s.at("next_id").get<std::uint64_t>();
     bytes_ = s.at("bytes").get<std::uint64_t>();
@@ -186,7 +190,7 @@ class file_sink final : public sink {
     started_ = true;
     struct stat st {};
     if (::fstat(fd_, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < bytes_) {
-      throw_error(errc::io, "file: --resume: \"" + partial_ + "\" is missing or shorter than the saved " +
+      throw_error(errc::io, "file: --resume: " + quote_name(partial_) + " is missing or shorter than the saved " +
                                 std::to_string(bytes_) + " bytes");
     }
     if (::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0 || ::lseek(fd_, 0, SEEK_END) < 0) {
@@ -215,7 +219,7 @@ class file_sink final : public sink {
   }
   [[noreturn]] void fail_io(const char* what) const {
     const int e = errno;
-    throw_error(errc::io, std::string("file: ") + what + " \"" + partial_ + "\": " + errno_text(e));
+    throw_error(errc::io, std::string("file: ") + what + " " + quote_name(partial_) + ": " + errno_text(e));
   }
 
   std::string path_;
