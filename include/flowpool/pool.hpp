@@ -167,8 +167,8 @@ class pool {
   /// @endcode
   template <class Rep, class Period>
   [[nodiscard]] bool submit_for(Job job, std::chrono::duration<Rep, Period> timeout) {
-    const auto until = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    // Saturated: a timeout too long to represent (seconds::max()) waits without limit.
+    const auto until = detail::saturating_add<std::chrono::steady_clock>(std::chrono::steady_clock::now(), timeout);
     return accepted(engine_->push(std::move(job), nullptr, 2, until));
   }
 
