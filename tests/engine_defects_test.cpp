@@ -30,7 +30,7 @@ using clk = std::chrono::steady_clock;
 namespace {
 
 // splitmix64: a deterministic coin per (seed, id).
-std::uint64_t mix(std::uint64_t z) {
+[[maybe_unused]] std::uint64_t mix(std::uint64_t z) {
   z += 0x9e3779b97f4a7c15ULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -60,10 +60,11 @@ flowpool::pool_options opts(int workers, std::ptrdiff_t capacity) {
 // put by threads outside its arena (stage 1's aggregator, the retry timer); none of
 // them may depend on someone waiting in that arena. A hang shows as a run that ends
 // by its deadline (timed_out) instead of ok.
-// Hidden ([.]): it still hangs (issue 13, item 1 is open). Outside puts now go
-// through task_arena::enqueue, yet the second pool's arena gets no worker while the
-// first pool's aggregator blocks in submit(): run it by name to reproduce.
-TEST_CASE("two chained pools with retries in the second never hang", "[.][engine][retry][hang]") {
+// Built only with -DFLOWPOOL_TEST_OPEN_DEFECTS: it still hangs (issue 13, item 1 is
+// open). Outside puts now go through task_arena::enqueue, yet the second pool's arena
+// gets no worker while the first pool's aggregator blocks in submit().
+#if defined(FLOWPOOL_TEST_OPEN_DEFECTS)
+TEST_CASE("two chained pools with retries in the second never hang", "[engine][retry][hang]") {
   const std::uint64_t seed = fp_test::base_seed();
   CAPTURE(seed);
   for (int rep = 0; rep < 12; ++rep) {
@@ -105,6 +106,7 @@ TEST_CASE("two chained pools with retries in the second never hang", "[.][engine
     REQUIRE(sunk.load() == 200);
   }
 }
+#endif
 
 // Ordered delivery after a cancel: outcomes behind an undelivered position are not
 // delivered as succeeded; they end cancelled, so what was delivered is a prefix.
