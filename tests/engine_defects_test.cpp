@@ -30,7 +30,7 @@ using clk = std::chrono::steady_clock;
 namespace {
 
 // splitmix64: a deterministic coin per (seed, id).
-[[maybe_unused]] std::uint64_t mix(std::uint64_t z) {
+std::uint64_t mix(std::uint64_t z) {
   z += 0x9e3779b97f4a7c15ULL;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -54,16 +54,13 @@ flowpool::pool_options opts(int workers, std::ptrdiff_t capacity) {
 
 }  // namespace
 
-// Stage 1 (2 workers, sleep 0) feeds stage 2 (2 workers, half the jobs fail their
-// first attempt and retry after 1 ms) from its serial aggregator with a blocking
-// submit, capacity 3 each: the CLI's multi-stage shape. Stage 2's worker tokens are
-// put by threads outside its arena (stage 1's aggregator, the retry timer); none of
-// them may depend on someone waiting in that arena. A hang shows as a run that ends
-// by its deadline (timed_out) instead of ok.
-// Built only with -DFLOWPOOL_TEST_OPEN_DEFECTS: it still hangs (issue 13, item 1 is
-// open). Outside puts now go through task_arena::enqueue, yet the second pool's arena
-// gets no worker while the first pool's aggregator blocks in submit().
-#if defined(FLOWPOOL_TEST_OPEN_DEFECTS)
+// Stage 1 (2 workers, sleep 0) feeds stage 2 (2 or 1 workers, half the jobs fail
+// their first attempt and retry after 1 ms) from its serial aggregator with a
+// blocking submit, capacity 3 each: the CLI's multi-stage shape. Stage 2's worker
+// tokens are put by threads outside its arena (stage 1's aggregator, the retry
+// timer), and stage 1's aggregator thread, blocked in submit(), still counts as a
+// busy oneTBB worker: stage 2 must get its own workers all the same. A hang shows
+// as a run that ends by its deadline (timed_out) instead of ok.
 TEST_CASE("two chained pools with retries in the second never hang", "[engine][retry][hang]") {
   const std::uint64_t seed = fp_test::base_seed();
   CAPTURE(seed);
@@ -87,6 +84,7 @@ TEST_CASE("two chained pools with retries in the second never hang", "[engine][r
         },
         [&](int&&) { sunk.fetch_add(1); });
     flowpool::pool_options o1 = o2;
+    o1.workers = 2;
     o1.retry = {};
     flowpool::pool<int, int> first(
         o1,
@@ -106,7 +104,6 @@ TEST_CASE("two chained pools with retries in the second never hang", "[engine][r
     REQUIRE(sunk.load() == 200);
   }
 }
-#endif
 
 // Ordered delivery after a cancel: outcomes behind an undelivered position are not
 // delivered as succeeded; they end cancelled, so what was delivered is a prefix.

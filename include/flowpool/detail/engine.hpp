@@ -227,10 +227,13 @@ class engine {
         start_(clock::now()),
         run_deadline_(opts_.timeout.count() > 0 ? saturating_add<clock>(start_, opts_.timeout)
                                                 : clock::time_point::max()),
-        lease_(n_),
-        // Exactly N slots, none reserved for external threads: N blocking jobs run
-        // at once, and CPU-bound pools never run more threads than N.
-        arena_(n_, 0),
+        lease_(n_ + 1),
+        // N worker slots, plus one reserved for the thread in wait(): it joins the
+        // arena instead of handing its wait to a worker as a task, which would hold
+        // one of the N workers (and oneTBB would count that worker as serving the
+        // pool's demand, so a pool fed from outside could get no worker at all). The
+        // worker node's concurrency keeps running jobs at N.
+        arena_(n_ + 2, 1),
         ctx_(tbb::task_group_context::isolated),
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),
