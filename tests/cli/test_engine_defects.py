@@ -57,6 +57,50 @@ class OrderedResumeTests(unittest.TestCase):
             self.assertEqual(first + second, whole, f"interrupted run printed:\n{first}")
 
 
+class ChainedRetryTests(unittest.TestCase):
+    """A later stage that retries never hangs the run (it used to, most runs)."""
+
+    def spec(self, second_workers):
+        return {
+            "name": "chained-retries",
+            "source": {"type": "range", "count": 200},
+            "stages": [
+                {"name": "s", "kernel": "sleep", "workers": 2, "params": {"ms": 0}},
+                {"name": "f", "kernel": "fail", "workers": second_workers,
+                 "params": {"probability": 0.5, "fail_attempts": 1}},
+            ],
+            "sink": {"type": "count"},
+            "options": {"capacity": 3, "retries": 1, "backoff": "1ms", "timeout": "1m"},
+        }
+
+    def test_minimal_chain_never_hangs(self):
+        import json
+        with tempfile.TemporaryDirectory() as d:
+            for second_workers in (2, 1):
+                path = os.path.join(d, f"chain{second_workers}.json")
+                with open(path, "w") as f:
+                    json.dump(self.spec(second_workers), f)
+                for rep in range(6):
+                    with self.subTest(second_workers=second_workers, rep=rep):
+                        try:
+                            rc, out, err = run("run", path, "-q", timeout=30)
+                        except subprocess.TimeoutExpired:
+                            self.fail(f"hung (second stage {second_workers} workers, run {rep})")
+                        self.assertEqual(rc, 0, err)
+                        self.assertEqual(out.strip(), "200")
+
+    def test_retries_graph_with_flaky_second_stage(self):
+        for rep in range(4):
+            with self.subTest(rep=rep):
+                try:
+                    rc, out, err = run("run", f"{REPO}/graphs/retries.json", "-q", "--set", "source.count=2000",
+                                       "--set", "stages[1].params.probability=0.3",
+                                       "--set", "stages[1].params.fail_attempts=1", timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.fail(f"hung (run {rep})")
+                self.assertIn(rc, (0, 1), err)
+
+
 if __name__ == "__main__":
     BIN, REPO = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     unittest.main(argv=[sys.argv[0], *sys.argv[3:]], verbosity=2)
