@@ -25,7 +25,8 @@ constexpr long hard_limit_floor = 4096 + 1;
 
 struct budget_state {
   std::mutex mu;
-  long total = 0;    // sum of live leases
+  long total = 0;    // sum of live leases' workers
+  long spare = 0;    // sum of live leases' spare workers (asked for, not required)
   int raising = 0;   // leases not confirmed yet: their arena may create TBB's thread pool
   long applied = 0;  // the value of `control`, 0 when none is held
   std::unique_ptr<tbb::global_control> control;
@@ -41,7 +42,7 @@ budget_state& budget() {
 void apply(budget_state& s) {
   const long base = tbb::info::default_concurrency();
   // max_allowed_parallelism counts the calling (external) thread too.
-  long wanted = s.total + 1;
+  long wanted = s.total + s.spare + 1;
   if (s.raising > 0) wanted = std::max(wanted, hard_limit_floor);
   if (wanted <= base) wanted = 0;  // TBB's default covers it: hold no control
   if (wanted == s.applied) return;
@@ -85,11 +86,12 @@ body_scope::body_scope(const void* engine) noexcept : prev_(t_running) { t_runni
 
 body_scope::~body_scope() { t_running = prev_; }
 
-thread_lease::thread_lease(int threads) : threads_(threads) {
+thread_lease::thread_lease(int threads, int spare) : threads_(threads), spare_(spare) {
   install_exit_handler();
   auto& s = budget();
   const std::lock_guard lk(s.mu);
   s.total += threads_;
+  s.spare += spare_;
   ++s.raising;
   apply(s);
 }
@@ -98,6 +100,7 @@ thread_lease::~thread_lease() {
   auto& s = budget();
   const std::lock_guard lk(s.mu);
   s.total -= threads_;
+  s.spare -= spare_;
   if (!confirmed_) --s.raising;
   apply(s);
 }

@@ -227,12 +227,16 @@ class engine {
         start_(clock::now()),
         run_deadline_(opts_.timeout.count() > 0 ? saturating_add<clock>(start_, opts_.timeout)
                                                 : clock::time_point::max()),
-        lease_(n_ + 1),
-        // N worker slots, plus one reserved for the thread in wait(): it joins the
-        // arena instead of handing its wait to a worker as a task, which would hold
-        // one of the N workers (and oneTBB would count that worker as serving the
-        // pool's demand, so a pool fed from outside could get no worker at all). The
-        // worker node's concurrency keeps running jobs at N.
+        // N workers, and a spare one (see arena_).
+        lease_(n_, 1),
+        // N + 1 worker slots, plus one reserved for the thread in wait(). The
+        // waiter joins the arena instead of handing its wait to a worker as a task
+        // (which would hold one of the workers). The spare worker slot: oneTBB asks
+        // its thread pool for the sum of the arenas' demands, and counts a worker
+        // blocked inside a task of another arena (a pool's aggregator in a blocking
+        // submit() into this pool) as one of them, so with a demand of exactly N
+        // this pool could get no worker at all. The worker node's concurrency keeps
+        // running jobs at N; the spare runs the aggregator or nothing.
         arena_(n_ + 2, 1),
         ctx_(tbb::task_group_context::isolated),
         mopts_((validate_metrics(mopts), std::move(mopts))),

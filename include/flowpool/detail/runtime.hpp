@@ -30,8 +30,9 @@ namespace flowpool::detail {
 /// smaller control of the caller's).
 class FLOWPOOL_API thread_lease {
  public:
-  /// Adds `threads` workers to the process-wide budget.
-  explicit thread_lease(int threads);
+  /// Adds `threads` workers to the process-wide budget, plus `spare` workers
+  /// that the control allows for when it can but `confirm()` does not require.
+  explicit thread_lease(int threads, int spare = 0);
   /// Gives the workers back; never throws.
   ~thread_lease();
   thread_lease(const thread_lease&) = delete;
@@ -44,6 +45,7 @@ class FLOWPOOL_API thread_lease {
 
  private:
   int threads_;
+  int spare_;
   bool confirmed_ = false;
 };
 
