@@ -28,7 +28,7 @@ concept aggregator_for = std::invocable<F&, Result&&>;
 /// A bounded worker pool on a oneTBB flow graph: the Go worker-pool pattern.
 ///
 /// Jobs are submitted into a bounded queue of capacity C. At most N workers
-/// (a `multifunction_node` with concurrency N, in a `task_arena` sized for N)
+/// (a `function_node` with concurrency N, in a `task_arena` sized for N)
 /// run them, and every result goes to one serial aggregator node that never runs
 /// concurrently with itself, so it needs no lock. `cancel()` (or the run
 /// deadline) cancels the run's `task_group_context`: jobs not started never

@@ -13,8 +13,9 @@
 // first, then the bounded FIFO), runs it, re-dispatches itself if work remains,
 // and returns the batch's outcomes as its output message. oneTBB hands that
 // message to the serial aggregator by task bypass, so the aggregator normally
-// runs on the same thread right after the batch: the arena needs exactly N
-// threads, never N+1.
+// runs on the same thread right after the batch. The arena has N + 1 worker
+// slots (the spare is for multi-stage runs, see arena_) and one reserved for the
+// thread in wait(); the worker node's concurrency keeps jobs at N.
 //
 // A failed attempt that the retry policy retries leaves the worker: it waits out
 // its backoff in a delay heap, and the pool's timer thread moves it to the ready
