@@ -98,6 +98,14 @@ template <class Clock, class Rep, class Period>
   return t + std::chrono::duration_cast<typename Clock::duration>(d);
 }
 
+/// `d` in `To`'s units, saturated at `To::max()` (and `To::zero()` below zero).
+template <class To, class Rep, class Period>
+[[nodiscard]] To saturating_duration(std::chrono::duration<Rep, Period> d) noexcept {
+  if (!(d > std::chrono::duration<Rep, Period>::zero())) return To::zero();
+  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(To::max()) / 2) return To::max();
+  return std::chrono::duration_cast<To>(d);
+}
+
 /// `d * 2`, saturated at `duration::max()`.
 template <class Rep, class Period>
 [[nodiscard]] std::chrono::duration<Rep, Period> saturating_double(std::chrono::duration<Rep, Period> d) noexcept {
@@ -254,7 +262,7 @@ class engine {
       sample_cap_ = mopts_.trace_limit / 16;
       if (sample_cap_ < 4) sample_cap_ = 0;
       attempt_cap_ = mopts_.trace_limit - 2 * sample_cap_;
-      sample_period_ = mopts_.sample_period;
+      sample_period_ = saturating_duration<clock::duration>(mopts_.sample_period);
     }
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
