@@ -80,11 +80,17 @@ void install_exit_handler() {
 
 }  // namespace
 
-const void* running_engine() noexcept { return t_running; }
+const void* running_engine() noexcept {
+  return t_running;
+}
 
-body_scope::body_scope(const void* engine) noexcept : prev_(t_running) { t_running = engine; }
+body_scope::body_scope(const void* engine) noexcept : prev_(t_running) {
+  t_running = engine;
+}
 
-body_scope::~body_scope() { t_running = prev_; }
+body_scope::~body_scope() {
+  t_running = prev_;
+}
 
 thread_lease::thread_lease(int threads, int spare) : threads_(threads), spare_(spare) {
   install_exit_handler();

@@ -1,8 +1,8 @@
 // Engine defects found by trying to break the pool (issue 13): hangs of outside
 // entries, ordered delivery after a cancel, the worker limit, durations at their
 // maximum, exit() and wait() inside a job, and the reorder window's memory.
-#include <catch2/catch.hpp>
 #include <oneapi/tbb/global_control.h>
+#include <catch2/catch.hpp>
 
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -77,7 +77,8 @@ TEST_CASE("two chained pools with retries in the second never hang", "[engine][r
     flowpool::pool<int, int> second(
         o2,
         [&](const int& j, flowpool::job_context& ctx) {
-          if (ctx.attempt() == 1 && (mix(seed + static_cast<std::uint64_t>(rep) * 1000 + static_cast<std::uint64_t>(j)) & 1U)) {
+          if (ctx.attempt() == 1 &&
+              (mix(seed + static_cast<std::uint64_t>(rep) * 1000 + static_cast<std::uint64_t>(j)) & 1U)) {
             throw std::runtime_error("transient");
           }
           return j;
@@ -183,8 +184,8 @@ TEST_CASE("ordered fail-fast delivers nothing behind the failure", "[engine][ord
 // already ran in this process (which creates oneTBB's thread pool).
 TEST_CASE("300 workers run 300 blocking jobs at once after a 1-worker pool ran", "[engine][limits]") {
   {
-    flowpool::pool<int, int> small(opts(1, 4), [](const int& j, flowpool::job_context&) { return j; },
-                                   [](int&&) {});
+    flowpool::pool<int, int> small(
+        opts(1, 4), [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {});
     for (int i = 0; i < 4; ++i) REQUIRE(small.submit(i));
     small.close();
     REQUIRE(small.wait().succeeded == 4);
@@ -221,16 +222,16 @@ TEST_CASE("300 workers run 300 blocking jobs at once after a 1-worker pool ran",
 TEST_CASE("a pool larger than a global_control allows is refused with a clear error", "[engine][limits]") {
   const tbb::global_control limit(tbb::global_control::max_allowed_parallelism, 4);
   try {
-    flowpool::pool<int, int> p(opts(8, 8), [](const int& j, flowpool::job_context&) { return j; },
-                               [](int&&) {});
+    flowpool::pool<int, int> p(
+        opts(8, 8), [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {});
     FAIL("a pool of 8 workers was built under max_allowed_parallelism 4");
   } catch (const flowpool::error& e) {
     CHECK(e.code() == flowpool::errc::invalid_argument);
     CHECK_THAT(e.what(), Catch::Contains("8 workers") && Catch::Contains("max_allowed_parallelism"));
   }
   // Within the limit it works.
-  flowpool::pool<int, int> ok(opts(3, 8), [](const int& j, flowpool::job_context&) { return j; },
-                              [](int&&) {});
+  flowpool::pool<int, int> ok(
+      opts(3, 8), [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {});
   REQUIRE(ok.submit(1));
   ok.close();
   CHECK(ok.wait().succeeded == 1);
@@ -379,12 +380,13 @@ TEST_CASE("close() and cancel() inside a job or the aggregator work", "[engine][
   CHECK(r.status == flowpool::run_status::ok);
 
   std::unique_ptr<flowpool::pool<int, int>> q;
-  q = std::make_unique<flowpool::pool<int, int>>(opts(2, 8),
-                                                 [&](const int& j, flowpool::job_context&) {
-                                                   if (j == 1) q->close();
-                                                   return j;
-                                                 },
-                                                 [](int&&) {});
+  q = std::make_unique<flowpool::pool<int, int>>(
+      opts(2, 8),
+      [&](const int& j, flowpool::job_context&) {
+        if (j == 1) q->close();
+        return j;
+      },
+      [](int&&) {});
   REQUIRE(q->submit(1));
   CHECK(q->wait().succeeded == 1);
 }
@@ -444,7 +446,8 @@ TEST_CASE("an ordered pool above 2^24 capacity does not name reorder_window", "[
   o.capacity = (std::ptrdiff_t{1} << 24) + 1;
   o.ordered = true;
   try {
-    flowpool::pool<int, int> p(o, [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {});
+    flowpool::pool<int, int> p(
+        o, [](const int& j, flowpool::job_context&) { return j; }, [](int&&) {});
     REQUIRE(p.submit(1));
     p.close();
     CHECK(p.wait().succeeded == 1);
