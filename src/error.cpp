@@ -77,10 +77,6 @@ void validate(const pool_options& opts) {
     throw_error(errc::invalid_argument,
                 "pool: reorder_window must be <= 16777216, got " + std::to_string(opts.reorder_window));
   }
-  if (opts.ordered && opts.reorder_window == 0 && opts.capacity > (std::ptrdiff_t{1} << 24)) {
-    throw_error(errc::invalid_argument,
-                "pool: ordered mode needs reorder_window <= 16777216; set it explicitly when capacity is larger");
-  }
   if (opts.max_batch < 1) {
     throw_error(errc::invalid_argument, "pool: max_batch must be >= 1, got 0");
   }

@@ -1,17 +1,34 @@
-// Process-wide TBB thread budget and the deadline timer.
+// Process-wide TBB thread budget, the running-body mark, and the deadline timer.
 #include "flowpool/detail/runtime.hpp"
 
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
 #include <memory>
+#include <string>
+
+#if defined(__GLIBC__)
+#include <unistd.h>
+#endif
+
+#include "flowpool/error.hpp"
 
 namespace flowpool::detail {
 namespace {
 
+// The most workers one pool may have (validate()), plus the external thread.
+constexpr long hard_limit_floor = 4096 + 1;
+
 struct budget_state {
   std::mutex mu;
-  long total = 0;  // sum of live leases
+  long total = 0;    // sum of live leases' workers
+  long spare = 0;    // sum of live leases' spare workers (asked for, not required)
+  int raising = 0;   // leases not confirmed yet: their arena may create TBB's thread pool
+  long applied = 0;  // the value of `control`, 0 when none is held
   std::unique_ptr<tbb::global_control> control;
 };
 
@@ -20,24 +37,68 @@ budget_state& budget() {
   return state;
 }
 
-// Re-sizes the one process-wide control to cover `total` worker threads.
+// Re-sizes the one process-wide control to cover `total` worker threads, and to
+// the hard-limit floor while an arena that may create TBB's thread pool is built.
 void apply(budget_state& s) {
   const long base = tbb::info::default_concurrency();
   // max_allowed_parallelism counts the calling (external) thread too.
-  const long wanted = s.total + 1;
+  long wanted = s.total + s.spare + 1;
+  if (s.raising > 0) wanted = std::max(wanted, hard_limit_floor);
+  if (wanted <= base) wanted = 0;  // TBB's default covers it: hold no control
+  if (wanted == s.applied) return;
   s.control.reset();  // TBB takes the minimum over live controls: drop ours first
-  if (wanted > base) {
+  s.applied = 0;
+  if (wanted > 0) {
     s.control = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism,
                                                       static_cast<std::size_t>(wanted));
+    s.applied = wanted;
   }
+}
+
+thread_local const void* t_running = nullptr;
+
+#if defined(__GLIBC__)
+// std::exit() on a thread running a flowpool job or aggregator: oneTBB's exit
+// handlers (its static destructors) would run on that TBB worker thread and
+// crash, losing the status. Registered after libtbb's, so it runs before them.
+void exit_from_body(int status, void* /*unused*/) {
+  if (t_running == nullptr) return;
+  std::cout.flush();
+  std::cerr.flush();
+  std::clog.flush();
+  std::fflush(nullptr);
+  _exit(status);
+}
+#endif
+
+void install_exit_handler() {
+#if defined(__GLIBC__)
+  static const bool installed = [] { return on_exit(exit_from_body, nullptr) == 0; }();
+  (void)installed;
+#endif
 }
 
 }  // namespace
 
-thread_lease::thread_lease(int threads) : threads_(threads) {
+const void* running_engine() noexcept {
+  return t_running;
+}
+
+body_scope::body_scope(const void* engine) noexcept : prev_(t_running) {
+  t_running = engine;
+}
+
+body_scope::~body_scope() {
+  t_running = prev_;
+}
+
+thread_lease::thread_lease(int threads, int spare) : threads_(threads), spare_(spare) {
+  install_exit_handler();
   auto& s = budget();
   const std::lock_guard lk(s.mu);
   s.total += threads_;
+  s.spare += spare_;
+  ++s.raising;
   apply(s);
 }
 
@@ -45,7 +106,31 @@ thread_lease::~thread_lease() {
   auto& s = budget();
   const std::lock_guard lk(s.mu);
   s.total -= threads_;
+  s.spare -= spare_;
+  if (!confirmed_) --s.raising;
   apply(s);
+}
+
+void thread_lease::confirm() {
+  auto& s = budget();
+  const std::lock_guard lk(s.mu);
+  if (confirmed_) return;
+  confirmed_ = true;
+  --s.raising;
+  apply(s);
+  // The limit oneTBB really applies: the smallest live control, capped by the
+  // hard worker limit it fixed when its thread pool was created.
+  const auto allowed =
+      static_cast<long>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+  if (allowed < s.total + 1) {
+    throw_error(errc::invalid_argument,
+                "pool: cannot guarantee " + std::to_string(threads_) +
+                    " workers: oneTBB's max_allowed_parallelism is " + std::to_string(allowed) +
+                    " in this process, and the live pools need " + std::to_string(s.total + 1) +
+                    " (their workers, plus one). A smaller tbb::global_control is active, or oneTBB was used "
+                    "before the first pool and fixed its worker limit then: build the first pool, or a "
+                    "tbb::global_control(max_allowed_parallelism, N), before any other use of oneTBB");
+  }
 }
 
 wakeup_timer::~wakeup_timer() { stop(); }

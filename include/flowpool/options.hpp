@@ -46,7 +46,9 @@ struct failure_info {
 struct retry_policy {
   std::uint32_t max_attempts = 1;  ///< total tries, >= 1; 1 means "never retry"
   std::chrono::nanoseconds backoff_base = std::chrono::milliseconds(10);  ///< delay before the 2nd attempt
-  std::chrono::nanoseconds backoff_cap = std::chrono::seconds(1);         ///< the longest delay
+  /// The longest delay. A delay too long to represent from now (e.g.
+  /// `nanoseconds::max()`) waits until the run is cancelled.
+  std::chrono::nanoseconds backoff_cap = std::chrono::seconds(1);
   double jitter = 0.0;     ///< in [0, 1]: each delay is reduced by a random fraction up to this
   std::uint64_t seed = 0;  ///< jitter seed; the same seed gives the same delays
   /// Decides whether a failed attempt is retried; empty means "retry every
@@ -92,15 +94,19 @@ struct pool_options {
   std::ptrdiff_t capacity = 1024;
 
   /// Deliver results to the aggregator in submission order. Jobs that fail or
-  /// are cancelled leave a gap that is skipped.
+  /// are cancelled leave a gap that is skipped. Once the run is cancelled,
+  /// delivery stops at the first job that did not succeed, and every result
+  /// behind it ends cancelled: what was delivered is a prefix of the submissions.
   bool ordered = false;
 
   /// Ordered mode only: how far ahead of the oldest undelivered job workers may
-  /// run. Bounds the reorder buffer. 0 means "same as capacity".
+  /// run. Bounds the reorder buffer, which is allocated as it fills (it never
+  /// exceeds twice the span of jobs in flight). 0 means "same as capacity".
   std::size_t reorder_window = 0;
 
   /// Run deadline, measured from construction: when it passes the run is
-  /// cancelled and the report's status is `timed_out`. 0 means no deadline.
+  /// cancelled and the report's status is `timed_out`. 0 means no deadline, and
+  /// so does a deadline too far away to represent (e.g. `nanoseconds::max()`).
   std::chrono::nanoseconds timeout{0};
 
   /// Retry policy for every job (a submit may override it). Default: no retries.
@@ -119,7 +125,8 @@ struct pool_options {
   /// Deadline of each attempt, from its start. `job_context::stop_requested()`
   /// turns true when it passes, and an attempt that runs past it is a `timeout`
   /// failure (retryable). In-process timeouts are cooperative: C++ cannot
-  /// pre-empt a running function. 0 means none.
+  /// pre-empt a running function. 0 means none, and so does a value too large to
+  /// represent (e.g. `nanoseconds::max()`).
   /// @code
   ///   opts.job_timeout = std::chrono::milliseconds(250);
   ///   // in the worker:

@@ -28,7 +28,7 @@ concept aggregator_for = std::invocable<F&, Result&&>;
 /// A bounded worker pool on a oneTBB flow graph: the Go worker-pool pattern.
 ///
 /// Jobs are submitted into a bounded queue of capacity C. At most N workers
-/// (a `multifunction_node` with concurrency N, in a `task_arena` sized for N)
+/// (a `function_node` with concurrency N, in a `task_arena` sized for N)
 /// run them, and every result goes to one serial aggregator node that never runs
 /// concurrently with itself, so it needs no lock. `cancel()` (or the run
 /// deadline) cancels the run's `task_group_context`: jobs not started never
@@ -47,8 +47,24 @@ concept aggregator_for = std::invocable<F&, Result&&>;
 /// called), then waits; it never leaks a thread, task or job.
 ///
 /// Thread-safety: `submit`, `try_submit`, `submit_for`, `close`, `cancel`,
-/// `snapshot` and `cancelled` may be called concurrently from any threads.
-/// `wait` must be called once, not from inside a job or the aggregator.
+/// `snapshot` and `cancelled` may be called concurrently from any threads, and
+/// from the pool's own jobs and aggregator. `wait` must be called once, not from
+/// inside a job or the aggregator (there it throws instead of waiting for itself).
+///
+/// Workers: N means N concurrent jobs, even blocking ones, up to 4096 per pool.
+/// oneTBB fixes its worker limit when its thread pool is created, at its first use
+/// in the process; flowpool raises that limit while a pool's arena is created, so
+/// build the first pool (or a `tbb::global_control(max_allowed_parallelism, ...)`)
+/// before any other use of oneTBB. Where oneTBB cannot run the N workers of the
+/// live pools at once (a smaller `global_control` is active, or oneTBB was used
+/// first), the constructor throws instead of running fewer.
+///
+/// `std::exit()` inside a job or the aggregator ends the process with its status:
+/// flowpool flushes the C and C++ standard streams and calls `_exit`, because
+/// oneTBB's own exit handlers crash on one of its worker threads. Handlers
+/// registered with `atexit` before the first pool was built, and destructors of
+/// static objects built before it, do not run then. Return from the job (or
+/// cancel the run) instead when they matter.
 ///
 /// Not copyable or movable: workers and the aggregator hold its address, and
 /// producers on other threads may be blocked inside it. Hold it in a
@@ -82,7 +98,8 @@ class pool {
   /// @param worker   `Result(const Job&, job_context&)`; runs on up to N threads at once.
   /// @param aggregator `void(Result&&)`; runs serially, never concurrently with itself.
   /// @throws flowpool::error (errc::invalid_argument) when an option is out of range,
-  ///         e.g. "pool: workers must be >= 1, got 0".
+  ///         e.g. "pool: workers must be >= 1, got 0", or when oneTBB cannot run
+  ///         the workers of the live pools at once in this process.
   template <class Worker, class Aggregator>
   pool(pool_options options, Worker worker, Aggregator aggregator)
       : engine_(std::make_unique<detail::engine<Job, Result>>(
@@ -96,7 +113,8 @@ class pool {
   /// @param metrics  what to collect: see `metrics_options`. With it default
   ///                 (everything off) this is the three-argument constructor.
   /// @throws flowpool::error (errc::invalid_argument) when an option is out of range,
-  ///         e.g. "metrics_options: interval must be > 0 when on_snapshot is set, got 0 ms".
+  ///         e.g. "metrics_options: interval must be > 0 when on_snapshot is set, got 0 ms",
+  ///         or when oneTBB cannot run the workers of the live pools at once.
   ///
   /// @code
   ///   flowpool::metrics_options m;
@@ -158,7 +176,8 @@ class pool {
   /// @endcode
   [[nodiscard]] bool try_submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, 0, {})); }
 
-  /// Submits, waiting at most `timeout` for room in the queue.
+  /// Submits, waiting at most `timeout` for room in the queue. A timeout too long
+  /// to represent on the steady clock (e.g. `seconds::max()`) waits without limit.
   /// @returns false on timeout or cancellation. @throws flowpool::error after close().
   /// Thread-safe.
   ///
@@ -167,8 +186,8 @@ class pool {
   /// @endcode
   template <class Rep, class Period>
   [[nodiscard]] bool submit_for(Job job, std::chrono::duration<Rep, Period> timeout) {
-    const auto until = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    // Saturated: a timeout too long to represent (seconds::max()) waits without limit.
+    const auto until = detail::saturating_add<std::chrono::steady_clock>(std::chrono::steady_clock::now(), timeout);
     return accepted(engine_->push(std::move(job), nullptr, 2, until));
   }
 
@@ -180,14 +199,19 @@ class pool {
   /// Cancels the run through its task_group_context. Jobs not yet started never
   /// start (they are reported cancelled), running jobs see stop_requested(),
   /// blocked producers return false, and wait() returns promptly. Idempotent
-  /// while the run is live.
+  /// while the run is live. In ordered mode, delivery stops at the first job that
+  /// did not succeed: every result behind it ends cancelled, even one that had
+  /// finished, so the results delivered are a prefix of the submissions.
   /// @throws flowpool::error (errc::finished) after wait() returned. Thread-safe,
   /// callable from jobs, the aggregator, or any other thread.
   void cancel() { engine_->cancel(); }
 
   /// Blocks until input is closed (or the run cancelled) and every accepted job
   /// has reached a terminal state, then returns the report.
-  /// @throws flowpool::error (errc::already_waited) on a second call.
+  /// @throws flowpool::error (errc::already_waited) on a second call;
+  ///         (errc::invalid_argument) when called from inside one of the pool's own
+  ///         jobs or its aggregator, which would wait for itself (that call does not
+  ///         count as the one wait()).
   /// Call once, from outside the pool's own jobs.
   ///
   /// @code

@@ -13,8 +13,9 @@
 // first, then the bounded FIFO), runs it, re-dispatches itself if work remains,
 // and returns the batch's outcomes as its output message. oneTBB hands that
 // message to the serial aggregator by task bypass, so the aggregator normally
-// runs on the same thread right after the batch: the arena needs exactly N
-// threads, never N+1.
+// runs on the same thread right after the batch. The arena has N + 1 worker
+// slots (the spare is for multi-stage runs, see arena_) and one reserved for the
+// thread in wait(); the worker node's concurrency keeps jobs at N.
 //
 // A failed attempt that the retry policy retries leaves the worker: it waits out
 // its backoff in a delay heap, and the pool's timer thread moves it to the ready
@@ -81,6 +82,36 @@ FLOWPOOL_API std::chrono::nanoseconds backoff_delay(const retry_policy& r, std::
 
 /// A message describing the exception currently being handled (call from a catch block).
 FLOWPOOL_API std::string describe_current_exception();
+
+/// `t + d`, saturated: `time_point::max()` ("no deadline") when the sum would not
+/// fit, and `t` for a duration <= 0. Any duration type, without overflow in its
+/// conversion (anything beyond about 146 years from `t` counts as "never").
+template <class Clock, class Rep, class Period>
+[[nodiscard]] typename Clock::time_point saturating_add(typename Clock::time_point t,
+                                                        std::chrono::duration<Rep, Period> d) noexcept {
+  using time_point = typename Clock::time_point;
+  if (!(d > std::chrono::duration<Rep, Period>::zero())) return t;
+  const auto room = time_point::max() - t;  // >= 0
+  // Compared in floating point first: the conversion of a huge `d` to the
+  // clock's ticks would overflow. Half the room leaves a margin for its rounding.
+  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(room) / 2) return time_point::max();
+  return t + std::chrono::duration_cast<typename Clock::duration>(d);
+}
+
+/// `d` in `To`'s units, saturated at `To::max()` (and `To::zero()` below zero).
+template <class To, class Rep, class Period>
+[[nodiscard]] To saturating_duration(std::chrono::duration<Rep, Period> d) noexcept {
+  if (!(d > std::chrono::duration<Rep, Period>::zero())) return To::zero();
+  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(To::max()) / 2) return To::max();
+  return std::chrono::duration_cast<To>(d);
+}
+
+/// `d * 2`, saturated at `duration::max()`.
+template <class Rep, class Period>
+[[nodiscard]] std::chrono::duration<Rep, Period> saturating_double(std::chrono::duration<Rep, Period> d) noexcept {
+  using duration = std::chrono::duration<Rep, Period>;
+  return d > duration::max() / 2 ? duration::max() : d * 2;
+}
 
 /// The lock guarding a pool's ingress. Its critical sections are a few dozen
 /// nanoseconds, and producers and workers take it at high rates: glibc's adaptive
@@ -203,11 +234,19 @@ class engine {
         work_(std::move(work)),
         aggregate_(std::move(aggregate)),
         start_(clock::now()),
-        run_deadline_(opts_.timeout.count() > 0 ? start_ + opts_.timeout : clock::time_point::max()),
-        lease_(n_),
-        // Exactly N slots, none reserved for external threads: N blocking jobs run
-        // at once, and CPU-bound pools never run more threads than N.
-        arena_(n_, 0),
+        run_deadline_(opts_.timeout.count() > 0 ? saturating_add<clock>(start_, opts_.timeout)
+                                                : clock::time_point::max()),
+        // N workers, and a spare one (see arena_).
+        lease_(n_, 1),
+        // N + 1 worker slots, plus one reserved for the thread in wait(). The
+        // waiter joins the arena instead of handing its wait to a worker as a task
+        // (which would hold one of the workers). The spare worker slot: oneTBB asks
+        // its thread pool for the sum of the arenas' demands, and counts a worker
+        // blocked inside a task of another arena (a pool's aggregator in a blocking
+        // submit() into this pool) as one of them, so with a demand of exactly N
+        // this pool could get no worker at all. The worker node's concurrency keeps
+        // running jobs at N; the spare runs the aggregator or nothing.
+        arena_(n_ + 2, 1),
         ctx_(tbb::task_group_context::isolated),
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),
@@ -223,13 +262,16 @@ class engine {
       sample_cap_ = mopts_.trace_limit / 16;
       if (sample_cap_ < 4) sample_cap_ = 0;
       attempt_cap_ = mopts_.trace_limit - 2 * sample_cap_;
-      sample_period_ = mopts_.sample_period;
+      sample_period_ = saturating_duration<clock::duration>(mopts_.sample_period);
     }
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
     job_cost_ns_ = std::make_unique<padded_cost[]>(static_cast<std::size_t>(n_));
-    if (opts_.ordered) reorder_.resize(window_);
+    // The arena's creation may create oneTBB's thread pool, which fixes its worker
+    // limit: the lease covers that, then checks this pool can have its N.
+    arena_.initialize();
+    lease_.confirm();
     arena_.execute([this] {
       // The graph binds to the arena it is built in.
       graph_.emplace(ctx_);
@@ -237,6 +279,7 @@ class engine {
       // Job and aggregator exceptions are handled per job; anything else (an
       // allocation failure) ends the run as failed with an internal cause.
       workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t) {
+        const body_scope scope(this);
         try {
           return worker_body();
         } catch (...) {
@@ -245,6 +288,7 @@ class engine {
         }
       });
       aggregator_.emplace(*graph_, tbb::flow::serial, [this](batch_msg m) {
+        const body_scope scope(this);
         try {
           aggregator_body(m);
         } catch (...) {
@@ -256,8 +300,8 @@ class engine {
     });
     graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
     if (sample_cap_ > 0 || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
-      next_sample_ = sample_cap_ > 0 ? start_ + sample_period_ : clock::time_point::max();
-      next_callback_ = mopts_.on_snapshot ? start_ + mopts_.interval : clock::time_point::max();
+      next_sample_ = sample_cap_ > 0 ? saturating_add<clock>(start_, sample_period_) : clock::time_point::max();
+      next_callback_ = mopts_.on_snapshot ? saturating_add<clock>(start_, mopts_.interval) : clock::time_point::max();
       if (sample_cap_ > 0) add_sample(gauge_sample{ns_of(start_), 0, 0});
       const std::lock_guard lk(mu_);
       start_timer_locked();
@@ -375,6 +419,11 @@ class engine {
   }
 
   report wait() {
+    if (running_engine() == this) {  // it would wait for the job (or the aggregator) it is called from
+      throw_error(errc::invalid_argument,
+                  "pool: wait() called from inside one of the pool's own jobs or its aggregator, which would wait "
+                  "for itself; call wait() from the thread that owns the pool");
+    }
     {
       const std::lock_guard lk(mu_);
       if (waited_) throw_error(errc::already_waited, "pool: wait() called twice");
@@ -630,9 +679,41 @@ class engine {
     return static_cast<int>(want);
   }
 
+  // Puts `count` worker tokens, each covered by a reservation that
+  // dispatch_count_locked() took. Inside this pool's arena (a worker or the
+  // aggregator) a put spawns a task that this thread or another worker runs. A
+  // put from any other thread (a producer, the timer, another pool's aggregator)
+  // only runs if some thread waits in the arena, which nobody promises (oneTBB
+  // queues it as "some thread will wait here"): there the tokens go through
+  // task_arena::enqueue, which always gets a thread. The reservations keep the
+  // graph busy until the tokens are in.
   void spawn_workers(int count) {
+    if (count <= 0) return;
+    if (running_engine() == this) {
+      put_tokens(count);
+      return;
+    }
+    try {
+      arena_.enqueue([this, count] { put_tokens(count); });
+    } catch (...) {  // the enqueue did not happen (no memory): put from here, as a last resort
+      put_tokens(count);
+    }
+  }
+
+  void put_tokens(int count) noexcept {
     for (int i = 0; i < count; ++i) {
-      workers_->try_put(token_t{});
+      try {
+        workers_->try_put(token_t{});
+      } catch (...) {  // no memory for the task: this token is lost, and the run ends failed
+        {
+          const std::lock_guard lk(mu_);
+          --active_;
+        }
+        try {
+          internal_failure("dispatch");
+        } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done
+        }
+      }
       graph_->release_wait();
     }
   }
@@ -719,10 +800,7 @@ class engine {
         --active_;
       }
     }
-    if (again) {  // this worker goes on: queued behind us, it runs once we return
-      workers_->try_put(token_t{});
-      graph_->release_wait();
-    }
+    if (again) put_tokens(1);  // this worker goes on: queued behind us, it runs once we return
     return batch_msg{out};
   }
 
@@ -822,7 +900,7 @@ class engine {
       for (std::size_t i = 0; i < samples_.size(); i += 2) samples_[kept++] = samples_[i];
       samples_dropped_ += samples_.size() - kept;
       samples_.resize(kept);
-      sample_period_ *= 2;
+      sample_period_ = saturating_double(sample_period_);
     }
     samples_.push_back(g);
   }
@@ -869,7 +947,7 @@ class engine {
     const bool timed = opts_.job_timeout.count() > 0;
     const bool clocked = timed || (opts_.on_job_done && span == nullptr);
     const auto t0 = clocked ? clock::now() : clock::time_point{};
-    const auto deadline = timed ? t0 + opts_.job_timeout : clock::time_point::max();
+    const auto deadline = timed ? saturating_add<clock>(t0, opts_.job_timeout) : clock::time_point::max();
     job_context ctx(borrow_stop_token_t{}, item.id, wid, item.attempt, stop_token_, deadline);
     std::exception_ptr failure;
     if (span != nullptr) span->start = mclock_->now_ns();
@@ -940,7 +1018,7 @@ class engine {
   }
 
   void schedule_retry(work_item& item, const retry_policy& p) {
-    const auto due = clock::now() + backoff_delay(p, item.id, item.attempt);
+    const auto due = saturating_add<clock>(clock::now(), backoff_delay(p, item.id, item.attempt));
     auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ns_of(due)});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
@@ -992,12 +1070,12 @@ class engine {
     if (now >= next_sample_) {
       add_sample(gauge_sample{mclock_->now_ns(), depth_pub_.load(std::memory_order_relaxed),
                               busy_.load(std::memory_order_relaxed)});
-      next_sample_ = std::max(next_sample_ + sample_period_, now);
+      next_sample_ = std::max(saturating_add<clock>(next_sample_, sample_period_), now);
     }
     if (now >= next_callback_) {
       try {
         mopts_.on_snapshot(metrics());
-        next_callback_ = std::max(next_callback_ + mopts_.interval, now);
+        next_callback_ = std::max(saturating_add<clock>(next_callback_, mopts_.interval), now);
       } catch (...) {  // NOLINT(bugprone-empty-catch): documented: a throwing callback is not called again
         next_callback_ = clock::time_point::max();
       }
@@ -1032,24 +1110,63 @@ class engine {
     if (!opts_.ordered) {
       for (auto& o : batch) deliver(o);
     } else {
-      for (auto& o : batch) {
-        reorder_[static_cast<std::size_t>(o.id % window_)].emplace(std::move(o));
-      }
+      for (auto& o : batch) park(std::move(o));
       deliver_in_order();
     }
     publish_delivered();
   }
 
+  // Ordered mode: the reorder window, allocated as it is used. A ring indexed by
+  // id & (size - 1), holding the outcomes of ids [next_deliver_, next_deliver_ +
+  // size); it doubles when an outcome lands past its end, so it never exceeds
+  // twice the span of ids in flight (at most the window). Aggregator only.
+  void park(outcome&& o) {
+    const std::uint64_t base = next_deliver_.load(std::memory_order_relaxed);
+    if (o.id - base >= reorder_.size()) grow_reorder(o.id - base);
+    reorder_[static_cast<std::size_t>(o.id & (reorder_.size() - 1))].emplace(std::move(o));
+  }
+
+  void grow_reorder(std::uint64_t span) {
+    std::size_t size = reorder_.empty() ? 64 : reorder_.size();
+    while (size <= span) size *= 2;
+    std::vector<std::optional<outcome>> next(size);
+    // Every parked id is in [next_deliver_, next_deliver_ + old size): no two collide.
+    for (auto& slot : reorder_) {
+      if (slot) next[static_cast<std::size_t>(slot->id & (size - 1))] = std::move(slot);
+    }
+    reorder_.swap(next);
+  }
+
+  std::optional<outcome>* parked(std::uint64_t id) {
+    if (reorder_.empty()) return nullptr;
+    auto& slot = reorder_[static_cast<std::size_t>(id & (reorder_.size() - 1))];
+    return slot && slot->id == id ? &slot : nullptr;
+  }
+
   void deliver_in_order() {
     std::uint64_t next = next_deliver_.load(std::memory_order_relaxed);
-    for (;;) {
-      auto& slot = reorder_[static_cast<std::size_t>(next % window_)];
-      if (!slot || slot->id != next) break;
-      deliver(*slot);
-      slot.reset();
+    while (auto* slot = parked(next)) {
+      deliver_ordered(**slot);
+      slot->reset();
       ++next;
     }
     next_deliver_.store(next, std::memory_order_release);
+  }
+
+  // Ordered mode, once the run is cancelled: delivery stops at the first job that
+  // did not succeed (or never came). Every outcome behind it ends cancelled, even
+  // one that succeeded, so what was delivered is a prefix of the input and a rerun
+  // of the jobs not succeeded (a resume) continues the output in order.
+  void deliver_ordered(outcome& o) {
+    if (ordered_cut_) {
+      o.value.reset();
+      o.message.clear();
+      o.status = job_status::cancelled;
+      o.kind = error_kind::cancelled;
+    } else if (o.status != job_status::succeeded && stop_.stop_requested()) {
+      ordered_cut_ = true;
+    }
+    deliver(o);
   }
 
   void deliver(outcome& o) {
@@ -1217,10 +1334,11 @@ class engine {
     fold(tail);
     if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
       for (std::uint64_t id = next_deliver_.load(std::memory_order_relaxed); id < next_pop_id_; ++id) {
-        auto& slot = reorder_[static_cast<std::size_t>(id % window_)];
-        if (slot && slot->id == id) {
-          deliver(*slot);
-          slot.reset();
+        if (auto* slot = parked(id)) {
+          deliver_ordered(**slot);
+          slot->reset();
+        } else if (was_cancelled) {
+          ordered_cut_ = true;  // a gap: nothing behind it is delivered as succeeded
         }
       }
       publish_delivered();
@@ -1330,8 +1448,9 @@ class engine {
   std::atomic<bool> has_policies_{false};  // set once a job is submitted with its own policy
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
-  std::vector<std::optional<outcome>> reorder_;
+  std::vector<std::optional<outcome>> reorder_;  // ordered mode: a power-of-two ring, or empty
   std::atomic<std::uint64_t> next_deliver_{1};
+  bool ordered_cut_ = false;  // ordered mode, cancelled: outcomes from here on end cancelled
   std::uint64_t n_succeeded_ = 0;
   std::uint64_t n_failed_ = 0;
   std::uint64_t n_cancelled_ = 0;
