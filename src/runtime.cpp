@@ -27,6 +27,7 @@ struct budget_state {
   std::mutex mu;
   long total = 0;    // sum of live leases' workers
   long spare = 0;    // sum of live leases' spare workers (asked for, not required)
+  int leases = 0;    // live leases
   int raising = 0;   // leases not confirmed yet: their arena may create TBB's thread pool
   long applied = 0;  // the value of `control`, 0 when none is held
   std::unique_ptr<tbb::global_control> control;
@@ -98,6 +99,7 @@ thread_lease::thread_lease(int threads, int spare) : threads_(threads), spare_(s
   const std::lock_guard lk(s.mu);
   s.total += threads_;
   s.spare += spare_;
+  ++s.leases;
   ++s.raising;
   apply(s);
 }
@@ -107,8 +109,15 @@ thread_lease::~thread_lease() {
   const std::lock_guard lk(s.mu);
   s.total -= threads_;
   s.spare -= spare_;
+  --s.leases;
   if (!confirmed_) --s.raising;
   apply(s);
+}
+
+int thread_lease::live() noexcept {
+  auto& s = budget();
+  const std::lock_guard lk(s.mu);
+  return s.leases;
 }
 
 void thread_lease::confirm() {

@@ -446,8 +446,11 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
 
   const std::uint64_t threshold = spec.on_error == error_policy::fail_fast ? 1 : spec.max_failures;
 
-  // Build the pools last to first: stage k's aggregator submits into stage k+1.
-  for (std::size_t kk = n_stages; kk-- > 0;) {
+  // Build the pools first to last: stage k's aggregator submits into stage k+1
+  // (through stage k+1's pointer, set before any item is submitted). A pool built
+  // later gets one spare worker per pool built before it, and a pool's workers can
+  // only starve behind the aggregators blocked upstream of it (engine.hpp, arena_).
+  for (std::size_t kk = 0; kk < n_stages; ++kk) {
     const auto& st = spec.stages[kk];
     stage_runtime& rt = *stages[kk];
     const bool last = kk + 1 == n_stages;

@@ -236,17 +236,22 @@ class engine {
         start_(clock::now()),
         run_deadline_(opts_.timeout.count() > 0 ? saturating_add<clock>(start_, opts_.timeout)
                                                 : clock::time_point::max()),
-        // N workers, and a spare one (see arena_).
-        lease_(n_, 1),
-        // N + 1 worker slots, plus one reserved for the thread in wait(). The
+        // N workers, and spare ones (see arena_): one, plus one for each pool already
+        // live in the process.
+        lease_(n_, 1 + thread_lease::live()),
+        // N + spare worker slots, plus one reserved for the thread in wait(). The
         // waiter joins the arena instead of handing its wait to a worker as a task
-        // (which would hold one of the workers). The spare worker slot: oneTBB asks
+        // (which would hold one of the workers). The spare worker slots: oneTBB asks
         // its thread pool for the sum of the arenas' demands, and counts a worker
         // blocked inside a task of another arena (a pool's aggregator in a blocking
-        // submit() into this pool) as one of them, so with a demand of exactly N
-        // this pool could get no worker at all. The worker node's concurrency keeps
-        // running jobs at N; the spare runs the aggregator or nothing.
-        arena_(n_ + 2, 1),
+        // submit() into this pool, as the graph runner chains its stages) as one of
+        // them, so with a demand of exactly N this pool could get no worker at all.
+        // Every pool live before this one may have its aggregator blocked like that,
+        // so each of them adds a spare: with one spare, a 4-stage graph built first
+        // to last hung; with one per earlier pool it did not (issue 13, item 1).
+        // The worker node's concurrency keeps running jobs at N; the spares run the
+        // aggregator or nothing. A run that is one flow graph needs none of this.
+        arena_(n_ + lease_.spare() + 1, 1),
         ctx_(tbb::task_group_context::isolated),
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),

@@ -43,6 +43,12 @@ class FLOWPOOL_API thread_lease {
   /// oneTBB cannot run that many workers at once in this process.
   void confirm();
 
+  /// The spare workers this lease asked for.
+  [[nodiscard]] int spare() const noexcept { return spare_; }
+
+  /// How many leases (pools) are live in the process right now.
+  [[nodiscard]] static int live() noexcept;
+
  private:
   int threads_;
   int spare_;
