@@ -113,6 +113,7 @@ TEST_CASE("ordered delivery after a cancel is exactly a prefix", "[engine][order
   o.workers = 2;
   o.capacity = 64;
   o.ordered = true;
+  o.max_batch = 1;  // one job per pull: no job waits behind job 5 inside its micro-batch
   fp_test::terminal_ledger ledger(20);
   o.on_job_done = [&](const flowpool::job_record& rec) { ledger.record(rec); };
   std::atomic<int> finished{0};
@@ -153,6 +154,7 @@ TEST_CASE("ordered fail-fast delivers nothing behind the failure", "[engine][ord
   o.workers = 2;
   o.capacity = 64;
   o.ordered = true;
+  o.max_batch = 1;  // one job per pull: no job waits behind job 5 inside its micro-batch
   o.on_error = flowpool::error_policy::fail_fast;
   fp_test::terminal_ledger ledger(20);
   o.on_job_done = [&](const flowpool::job_record& rec) { ledger.record(rec); };
