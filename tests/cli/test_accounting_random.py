@@ -283,6 +283,11 @@ def run_process(argv, label, sig=None, delay=0.0):
         r.rc, r.out, r.err = "hang", out, err
         raise GraphFailure(f"hang: {label} did not end within {RUN_TIMEOUT:.0f} s (killed)\n  {r.command()}")
     r.rc, r.out, r.err = p.returncode, out, err
+    if sig == signal.SIGKILL and ended is None and r.rc != -signal.SIGKILL:
+        # The process exited on its own between the delay running out and the kill (a kill of
+        # a process that has already exited does nothing): SIGKILL cannot be caught, so any
+        # other exit status means the run ended by itself.
+        r.stop += " (it had already ended)"
     return r
 
 
