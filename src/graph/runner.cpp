@@ -197,7 +197,9 @@ class id_ranges {
   std::map<std::uint64_t, std::uint64_t> r_;
 };
 
-std::string state_path(const std::string& joblog) { return joblog + ".state"; }
+std::string state_path(const std::string& joblog) {
+  return joblog + ".state";
+}
 
 constexpr const char* kStateFormat = "flowpool-resume-state";
 
@@ -237,9 +239,9 @@ void write_state_file(const std::string& path, const std::string& text) {
 struct stage_runtime {
   std::string name;
   std::mutex mu;
-  std::unordered_map<std::uint64_t, std::uint64_t> item_of;  // pool job id -> item id (in flight)
+  std::unordered_map<std::uint64_t, std::uint64_t> item_of;         // pool job id -> item id (in flight)
   std::unordered_map<std::uint64_t, std::uint64_t> failed_item_of;  // kept for the error list
-  std::uint64_t accepted = 0;  // only the stage's single producer touches it
+  std::uint64_t accepted = 0;                                       // only the stage's single producer touches it
   std::unique_ptr<pool<item, item>> p;
   report rep;
 };
@@ -275,11 +277,13 @@ nlohmann::json graph_report::to_json() const {
   if (!metrics.empty()) j["metrics"] = flowpool::to_json(combine(metrics));
   j["errors"] = nlohmann::json::array();
   for (const auto& e : errors) {
-    j["errors"].push_back({{"job", e.job}, {"attempts", e.attempts}, {"kind", std::string(to_string(e.kind))},
-                           {"message", e.message}});
+    j["errors"].push_back(
+        {{"job", e.job}, {"attempts", e.attempts}, {"kind", std::string(to_string(e.kind))}, {"message", e.message}});
   }
   if (cause) {
-    j["cause"] = {{"job", cause->job}, {"attempts", cause->attempts}, {"kind", std::string(to_string(cause->kind))},
+    j["cause"] = {{"job", cause->job},
+                  {"attempts", cause->attempts},
+                  {"kind", std::string(to_string(cause->kind))},
                   {"message", cause->message}};
   }
   if (signal != 0) j["signal"] = signal;
@@ -535,24 +539,27 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
           mo);
     } else {
       stage_runtime& next = *stages[kk + 1];
-      rt.p = std::make_unique<pool<item, item>>(o, work, [&next, &dropped_between, &done_items, &joblog](item&& it) {
-        const std::uint64_t id = it.id;
-        {
-          const std::lock_guard lk(next.mu);
-          next.item_of[next.accepted + 1] = id;  // the id this submit will get: one producer per stage
-        }
-        if (next.p->submit(std::move(it))) {
-          ++next.accepted;
-        } else {  // the run is cancelled: this item ends here
-          {
-            const std::lock_guard lk(next.mu);
-            next.item_of.erase(next.accepted + 1);
-          }
-          dropped_between.fetch_add(1);
-          done_items.fetch_add(1);
-          joblog.write(id, job_status::cancelled, 0, {}, next.name);
-        }
-      }, mo);
+      rt.p = std::make_unique<pool<item, item>>(
+          o, work,
+          [&next, &dropped_between, &done_items, &joblog](item&& it) {
+            const std::uint64_t id = it.id;
+            {
+              const std::lock_guard lk(next.mu);
+              next.item_of[next.accepted + 1] = id;  // the id this submit will get: one producer per stage
+            }
+            if (next.p->submit(std::move(it))) {
+              ++next.accepted;
+            } else {  // the run is cancelled: this item ends here
+              {
+                const std::lock_guard lk(next.mu);
+                next.item_of.erase(next.accepted + 1);
+              }
+              dropped_between.fetch_add(1);
+              done_items.fetch_add(1);
+              joblog.write(id, job_status::cancelled, 0, {}, next.name);
+            }
+          },
+          mo);
     }
   }
 

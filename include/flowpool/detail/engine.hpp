@@ -46,8 +46,8 @@
 #include <optional>
 #include <queue>
 #include <stop_token>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -166,8 +166,7 @@ class metrics_clock {
 
  private:
   static std::int64_t steady_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
   }
 #if defined(__x86_64__) || defined(__i386__)
@@ -303,7 +302,7 @@ class engine {
       });
       tbb::flow::make_edge(*workers_, *aggregator_);
     });
-    graph_->reserve_wait();  // held until close() or cancel(): wait() blocks until then
+    graph_->reserve_wait();                       // held until close() or cancel(): wait() blocks until then
     if (sample_cap_ > 0 || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
       next_sample_ = sample_cap_ > 0 ? saturating_add<clock>(start_, sample_period_) : clock::time_point::max();
       next_callback_ = mopts_.on_snapshot ? saturating_add<clock>(start_, mopts_.interval) : clock::time_point::max();
@@ -864,9 +863,15 @@ class engine {
           attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
           if (outs.size() > before) {
             switch (outs.back().status) {
-              case job_status::succeeded: st = attempt_status::succeeded; break;
-              case job_status::failed: st = attempt_status::failed; break;
-              case job_status::cancelled: st = attempt_status::cancelled; break;
+              case job_status::succeeded:
+                st = attempt_status::succeeded;
+                break;
+              case job_status::failed:
+                st = attempt_status::failed;
+                break;
+              case job_status::cancelled:
+                st = attempt_status::cancelled;
+                break;
             }
           }
           record_event(slot, attempt_event{item.id, item.attempt, wid, st, span.start, span.end});
@@ -1041,7 +1046,8 @@ class engine {
   void on_final_failure(const outcome& out) {
     if (max_failures_ == 0) return;
     const std::uint64_t n = final_failures_.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if (n >= max_failures_) cancel_internal(cancel_cause::failure, job_error{out.id, out.attempts, out.kind, out.message});
+    if (n >= max_failures_)
+      cancel_internal(cancel_cause::failure, job_error{out.id, out.attempts, out.kind, out.message});
   }
 
   // ---- timer (run deadline, retry backoff) ----------------------------------------------
@@ -1372,17 +1378,25 @@ class engine {
     r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start_);
     pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
     pub_failed_.store(r.failed, std::memory_order_relaxed);
-    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);  // metrics() adds the queued ones
+    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);           // metrics() adds the queued ones
     if (sample_cap_ > 0) add_sample(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
-    if (late_cause_ && why != cancel_cause::failure) {  // the serial stage failed after a cancel
+    if (late_cause_ && why != cancel_cause::failure) {                       // the serial stage failed after a cancel
       why = cancel_cause::failure;
       if (!r.cause) r.cause = late_cause_;
     }
     switch (why) {
-      case cancel_cause::user: r.status = run_status::cancelled; break;
-      case cancel_cause::deadline: r.status = run_status::timed_out; break;
-      case cancel_cause::failure: r.status = run_status::failed; break;
-      case cancel_cause::none: r.status = r.failed > 0 ? run_status::failed : run_status::ok; break;
+      case cancel_cause::user:
+        r.status = run_status::cancelled;
+        break;
+      case cancel_cause::deadline:
+        r.status = run_status::timed_out;
+        break;
+      case cancel_cause::failure:
+        r.status = run_status::failed;
+        break;
+      case cancel_cause::none:
+        r.status = r.failed > 0 ? run_status::failed : run_status::ok;
+        break;
     }
     if (r.submitted != r.succeeded + r.failed + r.cancelled) {
       throw_error(errc::internal, "pool: accounting mismatch: submitted " + std::to_string(r.submitted) +
@@ -1414,8 +1428,8 @@ class engine {
   std::condition_variable_any producers_gone_;  // waiting_producers_ or calls_in_progress_ reached 0
   std::deque<Job> queue_;
   std::unordered_map<std::uint64_t, policy_ptr> policies_;  // per-submit retry policies, by job id
-  std::uint64_t next_id_ = 1;      // id the next accepted job gets
-  std::uint64_t next_pop_id_ = 1;  // id of queue_.front()
+  std::uint64_t next_id_ = 1;                               // id the next accepted job gets
+  std::uint64_t next_pop_id_ = 1;                           // id of queue_.front()
   std::uint64_t cancelled_from_ = 0;
   int active_ = 0;  // worker tokens dispatched and not yet exited (<= N)
   int waiting_producers_ = 0;
@@ -1430,8 +1444,8 @@ class engine {
   std::optional<job_error> cause_;
   std::vector<int> free_ids_;
   std::priority_queue<delayed, std::vector<delayed>, std::greater<>> heap_;  // jobs in backoff
-  std::deque<std::shared_ptr<work_item>> ready_;                           // retries that are due
-  std::vector<std::shared_ptr<work_item>> retry_cancelled_;                // retries cut by cancel
+  std::deque<std::shared_ptr<work_item>> ready_;                             // retries that are due
+  std::vector<std::shared_ptr<work_item>> retry_cancelled_;                  // retries cut by cancel
   std::uint64_t retry_seq_ = 0;
 
   // ---- per worker id (owned by whoever holds the id) --------------------------------------
@@ -1445,8 +1459,8 @@ class engine {
 
   // ---- outcome batches in flight ---------------------------------------------------------
   std::mutex batch_mu_;
-  std::deque<outcome_batch> batch_store_;     // stable addresses; guarded by batch_mu_
-  std::vector<outcome_batch*> free_batches_;  // guarded by batch_mu_
+  std::deque<outcome_batch> batch_store_;      // stable addresses; guarded by batch_mu_
+  std::vector<outcome_batch*> free_batches_;   // guarded by batch_mu_
   std::atomic<std::size_t> pending_count_{0};  // outcomes produced, not yet folded
   std::atomic<std::uint64_t> final_failures_{0};
   std::atomic<std::uint64_t> retried_{0};
@@ -1479,16 +1493,16 @@ class engine {
   std::atomic<std::uint64_t> pub_cancelled_{0};
   alignas(64) std::atomic<std::uint64_t> trace_used_{0};  // attempts offered to the trace (every worker adds)
   std::atomic<std::uint64_t> trace_dropped_{0};
-  std::uint64_t attempt_cap_ = 0;       // attempts the trace keeps at most
-  std::size_t sample_cap_ = 0;          // gauge samples it keeps at most (0: no sampling at all)
-  std::uint64_t samples_dropped_ = 0;   // timer thread only, then finish()
-  clock::duration sample_period_{};     // doubles each time the samples are thinned; timer thread
-  alignas(64) std::atomic<std::int64_t> end_ns_{0};   // 0 while the run is live
-  id_ring enqueued_at_;                        // metrics: when each queued job entered (ns), guarded by mu_
-  mutable std::atomic<std::int64_t> busy_seen_{0};  // the largest busy time metrics() returned
-  std::optional<metrics_clock> mclock_;        // set when metrics are on
-  std::unique_ptr<worker_slot[]> slots_;       // one per worker id
-  std::vector<gauge_sample> samples_;          // timer thread only, then finish()
+  std::uint64_t attempt_cap_ = 0;                    // attempts the trace keeps at most
+  std::size_t sample_cap_ = 0;                       // gauge samples it keeps at most (0: no sampling at all)
+  std::uint64_t samples_dropped_ = 0;                // timer thread only, then finish()
+  clock::duration sample_period_{};                  // doubles each time the samples are thinned; timer thread
+  alignas(64) std::atomic<std::int64_t> end_ns_{0};  // 0 while the run is live
+  id_ring enqueued_at_;                              // metrics: when each queued job entered (ns), guarded by mu_
+  mutable std::atomic<std::int64_t> busy_seen_{0};   // the largest busy time metrics() returned
+  std::optional<metrics_clock> mclock_;              // set when metrics are on
+  std::unique_ptr<worker_slot[]> slots_;             // one per worker id
+  std::vector<gauge_sample> samples_;                // timer thread only, then finish()
   clock::time_point next_sample_ = clock::time_point::max();    // timer thread only
   clock::time_point next_callback_ = clock::time_point::max();  // timer thread only
 
