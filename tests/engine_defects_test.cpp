@@ -8,11 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -103,6 +105,82 @@ TEST_CASE("two chained pools with retries in the second never hang", "[engine][r
     REQUIRE(r2.status == flowpool::run_status::ok);
     REQUIRE(r2.succeeded == 200);
     REQUIRE(sunk.load() == 200);
+  }
+}
+
+// The graph runner's shape: stages linked by engine::offer (set_forward), which never
+// blocks a TBB thread. Four stages at capacity 1, two of them retrying half their jobs
+// once, ordered and not, sweeping the worker counts: every item reaches the sink once,
+// in order when ordered, no stage runs more than its N at once, the sink never runs
+// concurrently with itself, and no queue between stages ever holds more than C.
+TEST_CASE("stages linked by non-blocking hand-offs never hang and keep their bounds", "[engine][retry][hang]") {
+  using engine_t = flowpool::detail::engine<int, int>;
+  const std::uint64_t seed = fp_test::base_seed();
+  const bool ordered = GENERATE(false, true);
+  const int n = GENERATE(1, 2, 3);
+  CAPTURE(seed, ordered, n);
+  constexpr int stages = 4;
+  constexpr int items = 300;
+  for (int rep = 0; rep < 3; ++rep) {
+    CAPTURE(rep);
+    std::vector<std::unique_ptr<fp_test::peak_tracker>> peaks;
+    std::vector<std::unique_ptr<engine_t>> e;
+    fp_test::peak_tracker sink_overlap;  // the serial sink: never more than 1 inside
+    std::vector<int> sunk;               // written by the serial sink only
+    for (int k = 0; k < stages; ++k) {
+      flowpool::pool_options o;
+      o.workers = k == 1 ? 1 : n;
+      o.capacity = 1;
+      o.ordered = ordered;
+      o.timeout = 60s;  // a hang ends here, as a timed_out run
+      const bool flaky = k == 0 || k == 2;
+      if (flaky) {
+        o.retry.max_attempts = 2;
+        o.retry.backoff_base = 1ms;
+        o.retry.backoff_cap = 1ms;
+      }
+      peaks.push_back(std::make_unique<fp_test::peak_tracker>());
+      auto* peak = peaks.back().get();
+      const std::uint64_t salt = seed + static_cast<std::uint64_t>(rep * 100 + k);
+      e.push_back(std::make_unique<engine_t>(
+          o,
+          [peak, flaky, salt](const int& j, flowpool::job_context& ctx) {
+            const fp_test::peak_tracker::scope in(*peak);
+            if (flaky && ctx.attempt() == 1 && (mix(salt + static_cast<std::uint64_t>(j)) & 1U)) {
+              throw std::runtime_error("transient");
+            }
+            return j;
+          },
+          [&sunk, &sink_overlap](int&& v) {
+            const fp_test::peak_tracker::scope in(sink_overlap);
+            sunk.push_back(v);
+          }));
+    }
+    for (int k = 0; k + 1 < stages; ++k) {
+      engine_t& next = *e[static_cast<std::size_t>(k + 1)];
+      e[static_cast<std::size_t>(k)]->set_forward([&next](int& v, const std::function<void()>* wake) {
+        const auto r = wake != nullptr ? next.offer(v, *wake) : next.push(std::move(v), nullptr, 1, {});
+        return r != engine_t::push_result::full;
+      });
+    }
+    for (int i = 0; i < items; ++i) REQUIRE(e[0]->push(int{i}, nullptr, 1, {}) == engine_t::push_result::accepted);
+    for (auto& s : e) {
+      s->close();
+      const auto r = s->wait();
+      REQUIRE(r.status == flowpool::run_status::ok);
+      REQUIRE(r.succeeded == items);
+      REQUIRE(r.max_queue_depth <= 1);
+    }
+    for (int k = 0; k < stages; ++k) REQUIRE(peaks[static_cast<std::size_t>(k)]->peak() <= (k == 1 ? 1 : n));
+    REQUIRE(sink_overlap.peak() == 1);
+    REQUIRE(sunk.size() == static_cast<std::size_t>(items));
+    if (ordered) {
+      for (int i = 0; i < items; ++i) REQUIRE(sunk[static_cast<std::size_t>(i)] == i);
+    } else {
+      std::vector<int> sorted = sunk;
+      std::sort(sorted.begin(), sorted.end());
+      for (int i = 0; i < items; ++i) REQUIRE(sorted[static_cast<std::size_t>(i)] == i);
+    }
   }
 }
 

@@ -1,10 +1,12 @@
-// Runs a validated graph spec: a source, a chain of pools (one per stage), a sink.
+// Runs a validated graph spec: a source, a chain of engines (one per stage), a sink.
 //
-// Stage k's serial aggregator submits each result into stage k+1 (blocking, so
-// the bounded queue between stages is real backpressure); the last stage's
-// aggregator is the sink. Each item ends in exactly one terminal state: failed or
-// cancelled at some stage, or succeeded at the last stage. The joblog records that
-// state per item id (its source position), which is what --resume keys on.
+// Stage k's serial node hands each result to stage k+1 without blocking
+// (engine::offer): when stage k+1's bounded queue is full, the result waits in
+// stage k, whose workers stop pulling until stage k+1 wakes it. So the bounded
+// queue between stages is real backpressure, and no TBB thread ever waits inside
+// a task for a downstream queue. The last stage's serial node is the sink. Each item ends in exactly one terminal
+// state: failed or cancelled at some stage, or succeeded at the last stage. The joblog records that state per item id
+// (its source position), which is what --resume keys on.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -242,7 +244,7 @@ struct stage_runtime {
   std::unordered_map<std::uint64_t, std::uint64_t> item_of;         // pool job id -> item id (in flight)
   std::unordered_map<std::uint64_t, std::uint64_t> failed_item_of;  // kept for the error list
   std::uint64_t accepted = 0;                                       // only the stage's single producer touches it
-  std::unique_ptr<pool<item, item>> p;
+  std::unique_ptr<detail::engine<item, item>> p;
   report rep;
 };
 
@@ -450,10 +452,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
 
   const std::uint64_t threshold = spec.on_error == error_policy::fail_fast ? 1 : spec.max_failures;
 
-  // Build the pools first to last: stage k's aggregator submits into stage k+1
-  // (through stage k+1's pointer, set before any item is submitted). A pool built
-  // later gets one spare worker per pool built before it, and a pool's workers can
-  // only starve behind the aggregators blocked upstream of it (engine.hpp, arena_).
+  // Build the engines first to last, then link each to the next (set_forward),
+  // before any item is submitted.
   for (std::size_t kk = 0; kk < n_stages; ++kk) {
     const auto& st = spec.stages[kk];
     stage_runtime& rt = *stages[kk];
@@ -517,7 +517,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       return it;
     };
     if (last) {
-      rt.p = std::make_unique<pool<item, item>>(
+      rt.p = std::make_unique<detail::engine<item, item>>(
           o, work,
           [&](item&& it) {
             try {
@@ -538,30 +538,64 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
           },
           mo);
     } else {
-      stage_runtime& next = *stages[kk + 1];
-      rt.p = std::make_unique<pool<item, item>>(
-          o, work,
-          [&next, &dropped_between, &done_items, &joblog](item&& it) {
-            const std::uint64_t id = it.id;
-            {
-              const std::lock_guard lk(next.mu);
-              next.item_of[next.accepted + 1] = id;  // the id this submit will get: one producer per stage
-            }
-            if (next.p->submit(std::move(it))) {
-              ++next.accepted;
-            } else {  // the run is cancelled: this item ends here
-              {
-                const std::lock_guard lk(next.mu);
-                next.item_of.erase(next.accepted + 1);
-              }
-              dropped_between.fetch_add(1);
-              done_items.fetch_add(1);
-              joblog.write(id, job_status::cancelled, 0, {}, next.name);
-            }
-          },
-          mo);
+      // Never called: set_forward below hands the results on instead.
+      rt.p = std::make_unique<detail::engine<item, item>>(
+          o, work, [](item&&) {}, mo);
     }
   }
+  // Stage k hands on to stage k+1: offer() when called from stage k's serial node
+  // (never blocks: false when full, and stage k+1 then wakes stage k), a blocking
+  // push only from stage k's wait() on this thread (after a cancel). Stage k's
+  // serial node is stage k+1's only producer, so the id stage k+1 gives the item is
+  // the next one it has not given yet.
+  for (std::size_t kk = 0; kk + 1 < n_stages; ++kk) {
+    stage_runtime& next = *stages[kk + 1];
+    stages[kk]->p->set_forward([&next, &dropped_between, &done_items, &joblog](item& it,
+                                                                               const std::function<void()>* wake) {
+      using push_result = detail::engine<item, item>::push_result;
+      const std::uint64_t id = it.id;
+      {
+        const std::lock_guard lk(next.mu);
+        next.item_of[next.accepted + 1] = id;
+      }
+      const push_result r = wake != nullptr ? next.p->offer(it, *wake) : next.p->push(std::move(it), nullptr, 1, {});
+      if (r == push_result::accepted) {
+        ++next.accepted;
+        return true;
+      }
+      {
+        const std::lock_guard lk(next.mu);
+        next.item_of.erase(next.accepted + 1);
+      }
+      if (r == push_result::full) return false;  // stays in this stage until the wake-up
+      // The run is cancelled: this item ends here.
+      dropped_between.fetch_add(1);
+      done_items.fetch_add(1);
+      joblog.write(id, job_status::cancelled, 0, {}, next.name);
+      return true;
+    });
+  }
+
+  // If anything below throws before every stage was waited: cancel them all, then
+  // wait first to last, so no stage is destroyed while another may still hand it
+  // results or wake it. After a normal end each call just throws, and is ignored.
+  struct chain_guard {
+    std::vector<std::unique_ptr<stage_runtime>>& stages;
+    ~chain_guard() {
+      for (auto& s : stages) {
+        try {
+          s->p->cancel();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): already finished
+        }
+      }
+      for (auto& s : stages) {
+        try {
+          (void)s->p->wait();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): already waited
+        }
+      }
+    }
+  } const guard{stages};
 
   // The watcher: interrupts, the run deadline, progress.
   const auto deadline = spec.timeout.count() > 0 ? t0 + spec.timeout : clk::time_point::max();
@@ -588,7 +622,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
       if (ctl.on_progress && now >= next_progress) {
         int busy = 0, workers = 0;
         for (auto& s : stages) {
-          busy += s->p->snapshot().busy_workers;
+          busy += s->p->snap().busy_workers;
           workers += s->p->options().workers;
         }
         ctl.on_progress(
@@ -622,7 +656,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
         const std::lock_guard lk(first.mu);
         first.item_of[first.accepted + 1] = id;
       }
-      if (!first.p->submit(std::move(*it))) {
+      if (first.p->push(std::move(*it), nullptr, 1, {}) != detail::engine<item, item>::push_result::accepted) {
         const std::lock_guard lk(first.mu);
         first.item_of.erase(first.accepted + 1);
         break;  // cancelled: stop reading the source

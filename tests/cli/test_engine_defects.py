@@ -89,6 +89,37 @@ class ChainedRetryTests(unittest.TestCase):
                         self.assertEqual(rc, 0, err)
                         self.assertEqual(out.strip(), "200")
 
+    def test_four_stage_chain_with_retries_never_hangs(self):
+        # The shape that still hung when every stage was its own pool fed by a blocking
+        # submit() from the previous stage's aggregator: capacity 1, two retrying stages.
+        import json
+        spec = {
+            "name": "four-stage-retries",
+            "source": {"type": "range", "count": 400},
+            "stages": [
+                {"name": "a", "kernel": "fail", "workers": 2, "params": {"seed": 7, "probability": 0.5,
+                                                                          "fail_attempts": 1}},
+                {"name": "b", "kernel": "sleep", "workers": 1, "params": {"ms": 0}},
+                {"name": "c", "kernel": "fail", "workers": 2, "retries": 3,
+                 "params": {"seed": 9, "probability": 0.5, "fail_attempts": 1}},
+                {"name": "d", "kernel": "sleep", "workers": 2, "params": {"ms": 0}},
+            ],
+            "sink": {"type": "count"},
+            "options": {"capacity": 1, "retries": 1, "backoff": "1ms", "timeout": "1m"},
+        }
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "chain4.json")
+            with open(path, "w") as f:
+                json.dump(spec, f)
+            for rep in range(6):
+                with self.subTest(rep=rep):
+                    try:
+                        rc, out, err = run("run", path, "-q", timeout=30)
+                    except subprocess.TimeoutExpired:
+                        self.fail(f"hung (run {rep})")
+                    self.assertEqual(rc, 0, err)
+                    self.assertEqual(out.strip(), "400")
+
     def test_retries_graph_with_flaky_second_stage(self):
         for rep in range(4):
             with self.subTest(rep=rep):

@@ -374,6 +374,46 @@ class engine {
       if (metrics_) enq = mclock_->now_ns();
     }
     if (cancelled_) return push_result::cancelled;
+    const int spawn = enqueue_locked(std::move(job), std::move(policy), enq);
+    lk.unlock();
+    spawn_workers(spawn);
+    return push_result::accepted;
+  }
+
+  /// A hand-off that never blocks, for the serial node of the stage before this one
+  /// in a graph run: takes the job (moving from it) if the queue has room, else
+  /// leaves it as it was, returns full, and calls `wake` once, from another thread,
+  /// when the queue has drained to its low watermark or the run is cancelled. `wake`
+  /// must outlive this engine's run, and must not block.
+  push_result offer(Job& job, const std::function<void()>& wake) {
+    std::int64_t enq = 0;
+    if (metrics_) enq = mclock_->now_ns();
+    std::unique_lock lk(mu_);
+    if (cancelled_) return push_result::cancelled;
+    if (closed_) throw_error(errc::closed, "pool: submit after close()");
+    if (queue_.size() >= capacity_) {
+      if (std::find(room_waiters_.begin(), room_waiters_.end(), &wake) == room_waiters_.end()) {
+        room_waiters_.push_back(&wake);
+      }
+      return push_result::full;
+    }
+    const int spawn = enqueue_locked(std::move(job), nullptr, enq);
+    lk.unlock();
+    spawn_workers(spawn);
+    return push_result::accepted;
+  }
+
+  /// Makes this engine hand each succeeded result to `f` instead of the aggregator:
+  /// `f(result, wake)` returns true once it took the result, or false (leaving it as
+  /// it was) when the next stage has no room, after arranging for `wake` to be
+  /// called. Called with a null `wake` (from wait(), on the owner's thread), `f` may
+  /// block. Set before the first job is submitted.
+  using forward_fn = std::function<bool(Result&, const std::function<void()>*)>;
+  void set_forward(forward_fn f) { forward_ = std::move(f); }
+
+ private:
+  // Queues an accepted job; returns how many worker tokens to put. Called with mu_ held.
+  int enqueue_locked(Job&& job, policy_ptr policy, std::int64_t enq) {
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
     // Before the push: if the ring cannot grow (bad_alloc), the job is not queued.
@@ -391,12 +431,10 @@ class engine {
     }
     depth_pub_.store(depth, std::memory_order_relaxed);
     submitted_pub_.store(next_id_ - 1, std::memory_order_relaxed);
-    const int spawn = dispatch_count_locked();
-    lk.unlock();
-    spawn_workers(spawn);
-    return push_result::accepted;
+    return dispatch_count_locked();
   }
 
+ public:
   // ---- owner -----------------------------------------------------------------------------
 
   void close() {
@@ -758,6 +796,7 @@ class engine {
     int wid = 0;
     bool wake_producers = false;
     std::vector<std::shared_ptr<work_item>> retries;  // usually empty: no allocation
+    waiter_list room;                                 // usually empty: no allocation
     {
       const std::lock_guard lk(mu_);
       if (pullable_locked() == 0) {
@@ -784,9 +823,11 @@ class engine {
         // watermark, not on every pop, so one wake-up refills many slots instead of
         // the worker paying a futex wake per batch.
         wake_producers = waiting_producers_ > 0 && queue_.size() <= low_water_;
+        if (!room_waiters_.empty() && queue_.size() <= low_water_) room.swap(room_waiters_);
       }
     }
     if (wake_producers) not_full_.notify_all();
+    for (const auto* w : room) (*w)();
     auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
     for (auto& r : retries) batch.push_back(std::move(*r));
     outcome_batch* out = acquire_batch();
@@ -1101,12 +1142,25 @@ class engine {
   // ---- aggregator -----------------------------------------------------------------------
 
   // The serial aggregator node's body: folds one micro-batch.
+  // A null batch is a worker invocation that produced nothing, or the next stage's
+  // wake-up after a stalled hand-off (see forward_): either way, stalled outcomes
+  // are offered again first.
   void aggregator_body(batch_msg m) {
-    if (m.batch == nullptr) return;
-    fold(m.batch->items);
-    const std::size_t n = m.batch->items.size();
-    release_batch(m.batch);
-    pending_count_.fetch_sub(n, std::memory_order_acq_rel);
+    if (m.batch == nullptr && !stalled()) return;
+    const std::size_t stalled_before = stalled_.size();
+    if (stalled()) retry_stalled();
+    std::size_t n = 0;
+    if (m.batch != nullptr) {
+      fold(m.batch->items);
+      n = m.batch->items.size();
+      release_batch(m.batch);
+    } else {
+      publish_delivered();
+    }
+    // Outcomes left stalled still count as pending, so the workers stop pulling
+    // (throttled_locked) while the next stage has no room.
+    pending_count_.fetch_sub(n + stalled_before - stalled_.size(), std::memory_order_acq_rel);
+    hold_while_stalled();
     // Workers stop pulling while we are behind (or outside the reorder window):
     // restart them now that we caught up.
     int spawn = 0;
@@ -1119,7 +1173,11 @@ class engine {
 
   void fold(std::vector<outcome>& batch) {
     if (!opts_.ordered) {
-      for (auto& o : batch) deliver(o);
+      std::size_t i = 0;
+      if (stalled_.empty()) {
+        while (i < batch.size() && deliver(batch[i])) ++i;
+      }
+      for (; i < batch.size(); ++i) stalled_.push_back(std::move(batch[i]));  // behind the stalled one
     } else {
       for (auto& o : batch) park(std::move(o));
       deliver_in_order();
@@ -1156,19 +1214,81 @@ class engine {
 
   void deliver_in_order() {
     std::uint64_t next = next_deliver_.load(std::memory_order_relaxed);
+    stalled_ordered_ = false;
     while (auto* slot = parked(next)) {
-      deliver_ordered(**slot);
+      if (!deliver_ordered(**slot)) {  // stays parked: the window stops here until a wake-up
+        stalled_ordered_ = true;
+        break;
+      }
       slot->reset();
       ++next;
     }
     next_deliver_.store(next, std::memory_order_release);
   }
 
+  // ---- stalled hand-offs (a graph run's stages before the last) --------------------------
+  //
+  // A stage hands its results to the next one without ever blocking a TBB thread:
+  // when the next stage's queue is full, the outcome stays here (stalled_, or parked
+  // at the head of the reorder window), the workers stop pulling (throttled_locked),
+  // and the next stage calls wake_ once it has room. A graph reservation is held
+  // while stalled, so wait() cannot see an idle graph with results still to hand on.
+
+  [[nodiscard]] bool stalled() const noexcept { return !stalled_.empty() || stalled_ordered_; }
+
+  void retry_stalled() {
+    if (opts_.ordered) {
+      deliver_in_order();
+      return;
+    }
+    while (!stalled_.empty() && deliver(stalled_.front())) stalled_.pop_front();
+  }
+
+  void hold_while_stalled() {
+    const bool now_stalled = stalled();
+    bool release = false;
+    {
+      const std::lock_guard lk(mu_);
+      if (now_stalled && !stall_held_ && !cancelled_ && !finishing_) {
+        stall_held_ = true;
+        graph_->reserve_wait();
+      } else if (!now_stalled && stall_held_) {
+        stall_held_ = false;
+        release = true;
+      }
+    }
+    if (release) graph_->release_wait();
+  }
+
+  // wake_: called by the next stage (any thread, none of its locks held). Puts a null
+  // batch to the serial node from inside this arena; the reservation keeps the graph
+  // (and this engine) alive until it is in.
+  void wake_aggregator() {
+    {
+      const std::lock_guard lk(mu_);
+      if (finishing_) return;  // finish() hands on what is left itself
+      graph_->reserve_wait();
+    }
+    try {
+      arena_.enqueue([this] {
+        try {
+          aggregator_->try_put(batch_msg{});
+        } catch (...) {
+          internal_failure("wake-up");
+        }
+        graph_->release_wait();
+      });
+    } catch (...) {
+      graph_->release_wait();
+      internal_failure("wake-up");
+    }
+  }
+
   // Ordered mode, once the run is cancelled: delivery stops at the first job that
   // did not succeed (or never came). Every outcome behind it ends cancelled, even
   // one that succeeded, so what was delivered is a prefix of the input and a rerun
   // of the jobs not succeeded (a resume) continues the output in order.
-  void deliver_ordered(outcome& o) {
+  bool deliver_ordered(outcome& o) {
     if (ordered_cut_) {
       o.value.reset();
       o.message.clear();
@@ -1177,10 +1297,12 @@ class engine {
     } else if (o.status != job_status::succeeded && stop_.stop_requested()) {
       ordered_cut_ = true;
     }
-    deliver(o);
+    return deliver(o);
   }
 
-  void deliver(outcome& o) {
+  // Delivers one terminal outcome. Returns false only when a forward_ hand-off found
+  // no room: then nothing changed, and the outcome must be delivered again later.
+  bool deliver(outcome& o) {
     switch (o.status) {
       case job_status::succeeded:
         if (aggregator_failed_) {  // the fold is broken: account, do not feed it
@@ -1189,7 +1311,11 @@ class engine {
           break;
         }
         try {
-          aggregate_(std::move(*o.value));
+          if (forward_) {
+            if (!forward_(*o.value, blocking_forward_ ? nullptr : &wake_)) return false;
+          } else {
+            aggregate_(std::move(*o.value));
+          }
           ++n_succeeded_;
         } catch (...) {
           o.status = job_status::failed;
@@ -1210,6 +1336,7 @@ class engine {
     }
     ++n_delivered_;
     if (opts_.on_job_done) call_hook(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
+    return true;
   }
 
   // Aggregator only (single writer), once per folded batch rather than per job:
@@ -1269,6 +1396,8 @@ class engine {
   void cancel_internal(cancel_cause why, std::optional<job_error> cause = std::nullopt) {
     std::deque<Job> dropped;
     std::size_t released_backoffs = 0;
+    waiter_list room;
+    bool release_stall = false;
     {
       const std::lock_guard lk(mu_);
       if (why == cancel_cause::deadline) deadline_fired_ = true;
@@ -1296,18 +1425,30 @@ class engine {
       }
       for (auto& r : ready_) retry_cancelled_.push_back(std::move(r));
       ready_.clear();
+      // An upstream stage waiting for room learns of the cancel (its hand-off now
+      // says cancelled); a hand-off of ours that waits for room is finished by
+      // finish(), after the graph went idle.
+      room.swap(room_waiters_);
+      release_stall = std::exchange(stall_held_, false);
       // Under mu_: a live task or the input reservation exists here, so the graph
       // cannot go idle (and wait_for_all() reset the context) before this runs.
       ctx_.cancel_group_execution();
     }
     not_full_.notify_all();
     for (std::size_t i = 0; i < released_backoffs; ++i) graph_->release_wait();
+    if (release_stall) graph_->release_wait();
+    for (const auto* w : room) (*w)();
     release_input();
     // `dropped` is destroyed here, outside the lock.
   }
 
   report finish() {
     graph_->wait_for_all();  // returns once input is released and no task is in flight
+    {
+      const std::lock_guard lk(mu_);
+      finishing_ = true;  // no wake-up of the serial node from here on
+    }
+    graph_->wait_for_all();  // one that was already on its way is in
     timer_.stop();
     bool was_cancelled = false;
     std::uint64_t cancelled_from = 0;
@@ -1318,19 +1459,21 @@ class engine {
       // A close()/cancel() racing this wait() from another thread may still be on
       // its way out; a job or the aggregator cannot be (the graph is idle).
       producers_gone_.wait(lk, [this] { return calls_in_progress_ == 0; });
-      finishing_ = true;  // from here on cancel() is a no-op
       was_cancelled = cancelled_;
       cancelled_from = cancelled_from_;
       why = cause_kind_;
       retry_cancelled.swap(retry_cancelled_);
     }
-    // No TBB task is running now: fold every outcome batch a cancelled task dropped.
+    // No TBB task is running now: fold every outcome batch a cancelled task dropped,
+    // and hand on what a cancel left stalled (blocking is allowed on this thread).
+    blocking_forward_ = true;
     for (auto& b : batch_store_) {
       if (b.in_flight) {
         fold(b.items);
         release_batch(&b);
       }
     }
+    retry_stalled();
     pending_count_.store(0, std::memory_order_release);
     // Jobs cancelled while in backoff: their earlier attempts count.
     std::vector<outcome> tail;
@@ -1346,7 +1489,7 @@ class engine {
     if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
       for (std::uint64_t id = next_deliver_.load(std::memory_order_relaxed); id < next_pop_id_; ++id) {
         if (auto* slot = parked(id)) {
-          deliver_ordered(**slot);
+          (void)deliver_ordered(**slot);  // never refused here: blocking_forward_
           slot->reset();
         } else if (was_cancelled) {
           ordered_cut_ = true;  // a gap: nothing behind it is delivered as succeeded
@@ -1447,6 +1590,9 @@ class engine {
   std::deque<std::shared_ptr<work_item>> ready_;                             // retries that are due
   std::vector<std::shared_ptr<work_item>> retry_cancelled_;                  // retries cut by cancel
   std::uint64_t retry_seq_ = 0;
+  using waiter_list = std::vector<const std::function<void()>*>;
+  waiter_list room_waiters_;  // upstream stages whose hand-off found the queue full
+  bool stall_held_ = false;   // a graph reservation held while our own hand-off is stalled
 
   // ---- per worker id (owned by whoever holds the id) --------------------------------------
   std::vector<std::vector<work_item>> batches_;  // reused: no allocation per job
@@ -1476,6 +1622,11 @@ class engine {
   std::uint64_t n_delivered_ = 0;  // terminal outcomes folded; published per batch (completed_pub_)
   bool aggregator_failed_ = false;
   bool hook_failed_ = false;
+  forward_fn forward_;                                                // set: results go to the next stage (set_forward)
+  const std::function<void()> wake_ = [this] { wake_aggregator(); };  // handed to the next stage
+  std::deque<outcome> stalled_;    // unordered: outcomes waiting for room downstream, in order
+  bool stalled_ordered_ = false;   // ordered: the window's head waits for room downstream
+  bool blocking_forward_ = false;  // finish(): hand-offs may block (the owner's thread)
   std::optional<job_error> late_cause_;
   std::vector<job_error> errors_;
 
