@@ -173,6 +173,37 @@ TEST_CASE("a job waiting out its backoff does not hold a worker slot", "[retry][
   CHECK(starts.back().second - first_failure >= 290ms);
 }
 
+TEST_CASE("a job in backoff does not stop the workers at capacity 1", "[retry][backoff]") {
+  // C=1: job 1 fails and backs off 1 s. The workers keep pulling jobs 2..40 meanwhile
+  // (jobs in backoff are bounded by max(C, N * max_batch), not by C), so the retry of
+  // job 1 is the last attempt to start. It used to stop the stage for the whole backoff.
+  const int n = GENERATE(1, 2);
+  CAPTURE(n);
+  auto o = opts_with(n, 2, 1s);
+  o.capacity = 1;
+  o.retry.backoff_cap = 1s;
+  std::mutex m;
+  std::vector<int> starts;  // the job of every attempt, in start order
+  flowpool::pool<int, int> pool(
+      o,
+      [&](const int& j, flowpool::job_context& ctx) -> int {
+        {
+          const std::lock_guard lk(m);
+          starts.push_back(j);
+        }
+        if (j == 1 && ctx.attempt() == 1) throw std::runtime_error("first attempt fails");
+        return j;
+      },
+      [](int&&) {});
+  for (int j = 1; j <= 40; ++j) REQUIRE(pool.submit(j));
+  pool.close();
+  const auto r = pool.wait();
+  REQUIRE(r.succeeded == 40);
+  REQUIRE(r.max_queue_depth <= 1);
+  REQUIRE(starts.size() == 41);
+  CHECK(starts.back() == 1);
+}
+
 TEST_CASE("backoff is exponential, capped, and its jitter is deterministic", "[retry][backoff]") {
   flowpool::retry_policy p;
   p.backoff_base = 10ms;

@@ -90,7 +90,9 @@ struct pool_options {
   int workers = hardware_workers();
 
   /// C, the most jobs waiting for a worker. Must be >= 1. `submit()` blocks
-  /// while C jobs wait; `try_submit()` returns false instead.
+  /// while C jobs wait; `try_submit()` returns false instead. Jobs waiting out
+  /// a retry backoff are not in this queue: at most max(C, N * max_batch) of
+  /// them wait at once, and past that the workers run only retries that are due.
   std::ptrdiff_t capacity = 1024;
 
   /// Deliver results to the aggregator in submission order. Jobs that fail or

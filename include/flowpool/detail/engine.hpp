@@ -761,11 +761,13 @@ class engine {
   }
 
   // New jobs are not pulled from the FIFO while the aggregator is too far behind
-  // (outcome memory), while C jobs wait out a backoff (retry memory), or, in
-  // ordered mode, when the next job is outside the reorder window. Ready retries
-  // are always pulled: they are older than anything in the FIFO.
+  // (outcome memory), while max(C, N * max_batch) jobs wait out a backoff (retry
+  // memory: the same bound as outcomes, so a few jobs in backoff never stop the
+  // workers, even at C = 1), or, in ordered mode, when the next job is outside the
+  // reorder window. Ready retries are always pulled: they are older than anything
+  // in the FIFO.
   bool throttled_locked() const {
-    if (heap_.size() + ready_.size() >= capacity_) return true;
+    if (heap_.size() + ready_.size() >= outcome_limit_) return true;
     if (opts_.ordered) {
       return next_pop_id_ >= next_deliver_.load(std::memory_order_acquire) + window_;
     }
