@@ -14,6 +14,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "../util/paths.hpp"
+#include "../util/quote.hpp"
 #include "../util/text.hpp"
 #include "flowpool/flowpool.hpp"
 #include "flowpool/graph.hpp"
@@ -46,11 +48,22 @@ void install_signal_handlers() {
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) sigaction(sig, &sa, nullptr);
 }
 
+// A file name as printed at the start of a message: as is when it is plain printable
+// text, else in bash's $'...' quoting (detail::quote_name), so that a crafted name can
+// neither forge a line nor send terminal escapes.
+std::string message_name(const std::string& file) {
+  std::string q = flowpool::detail::quote_name(file);
+  return q.rfind("$'", 0) == 0 ? q : file;
+}
+
 // Prints every problem of a spec error as "flowpool: <file>: <path>: <message>".
 int report_spec_error(const std::string& file, const flowpool::spec_error& e) {
   for (const auto& p : e.problems()) {
-    const std::string where = p.path == file ? "" : file + ": ";
-    std::cerr << "flowpool: " << where << p.to_string() << '\n';
+    if (p.path == file) {
+      std::cerr << "flowpool: " << message_name(file) << ": " << p.message << '\n';
+    } else {
+      std::cerr << "flowpool: " << message_name(file) << ": " << p.to_string() << '\n';
+    }
   }
   return kExitUsage;
 }
@@ -119,11 +132,11 @@ std::string fmt_duration(double seconds) {
 //
 // A regular file (or a new one) is written through PATH.tmp and a rename, so a reader never
 // sees half of it; the .tmp is removed when anything fails. An existing non-regular file
-// (/dev/stdout, /dev/null, a FIFO) is written directly: renaming over it would replace it.
+// (/dev/null, a FIFO) or any path under /dev or /proc (/dev/stdout, even when stdout is a
+// file) is written directly: renaming over it would replace it.
 
 bool is_special_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+  return flowpool::detail::is_stream_path(path);
 }
 
 bool write_all(int fd, std::string_view text) {
@@ -190,7 +203,8 @@ std::string output_problem(const std::string& path) {
 }
 
 void print_output_error(const char* flag, const std::string& path, const std::string& reason) {
-  std::cerr << "flowpool: " << flag << ": cannot write \"" << path << "\": " << reason << '\n';
+  std::cerr << "flowpool: " << flag << ": cannot write " << flowpool::detail::quote_name(path) << ": " << reason
+            << '\n';
 }
 
 // Writes --report, --metrics (final), --trace and --timeline. False (after a message naming
@@ -470,7 +484,7 @@ int main(int argc, char** argv) {
       try {
         std::cout << flowpool::to_dot(spec, dreport.empty() ? nullptr : &rep);
       } catch (const flowpool::error& e) {
-        std::cerr << "flowpool: " << dreport << ": " << e.what() << '\n';
+        std::cerr << "flowpool: " << message_name(dreport) << ": " << e.what() << '\n';
         return kExitUsage;
       }
       return kExitOk;

@@ -24,6 +24,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "../util/paths.hpp"
 #include "../util/quote.hpp"
 #include "flowpool/graph.hpp"
 #include "flowpool/pool.hpp"
@@ -46,10 +47,18 @@ void write_all(int fd, std::string_view data, const std::string& what) {
   }
 }
 
+[[noreturn]] void throw_not_resumable(const std::string& path) {
+  detail::throw_error(errc::invalid_argument, "--resume: --joblog " + detail::quote_name(path) +
+                                                  " is not a regular file: a run can only be resumed from a joblog "
+                                                  "file an earlier run wrote");
+}
+
 // The joblog: one line per finished item, written with one write() each and never
 // buffered. A run without --resume starts it afresh (a regular file is truncated,
-// as GNU parallel does). A non-regular file (/dev/stderr, /dev/null, a FIFO) is
-// only appended to: it cannot be resumed from, and it gets no FILE.state.
+// as GNU parallel does). A stream (a non-regular file such as /dev/null or a FIFO, or
+// any path under /dev or /proc, such as /dev/stderr even when it is redirected to a
+// file: detail::is_stream_path) is only appended to: it cannot be resumed from, and
+// it gets no FILE.state.
 // Serialized by a mutex: several stages' hooks may write at once.
 class joblog_writer {
  public:
@@ -57,16 +66,13 @@ class joblog_writer {
     if (path.empty()) return;
     struct stat st {};
     const bool exists = ::stat(path.c_str(), &st) == 0;
-    if (resume && exists && !S_ISREG(st.st_mode)) {
-      detail::throw_error(errc::invalid_argument, "--resume: --joblog \"" + path +
-                                                      "\" is not a regular file: a run can only be resumed from a "
-                                                      "joblog file an earlier run wrote");
-    }
-    const bool truncate = !resume && (!exists || S_ISREG(st.st_mode));
+    const bool stream = detail::is_stream_path(path);
+    if (resume && exists && stream) throw_not_resumable(path);
+    const bool truncate = !resume && !stream;
     fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0666);
     if (fd_ < 0) throw_errno(errc::io, "--joblog: cannot open " + detail::quote_name(path), errno);
     if (::fstat(fd_, &st) != 0) throw_errno(errc::io, "--joblog: cannot stat " + detail::quote_name(path), errno);
-    regular_ = S_ISREG(st.st_mode);
+    regular_ = S_ISREG(st.st_mode) && !stream;
     if (!regular_ || st.st_size == 0) write_line("# id\tstatus\tattempts\tduration_ms\tstage\n");
   }
   joblog_writer(const joblog_writer&) = delete;
@@ -325,11 +331,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   if (ctl.resume) {
     if (ctl.joblog.empty()) detail::throw_error(errc::invalid_argument, "--resume needs --joblog FILE");
     struct stat st {};
-    if (::stat(ctl.joblog.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-      detail::throw_error(errc::invalid_argument, "--resume: --joblog \"" + ctl.joblog +
-                                                      "\" is not a regular file: a run can only be resumed from a "
-                                                      "joblog file an earlier run wrote");
-    }
+    if (::stat(ctl.joblog.c_str(), &st) == 0 && detail::is_stream_path(ctl.joblog)) throw_not_resumable(ctl.joblog);
     logged_ok = succeeded_in_joblog(ctl.joblog);
     const std::string sp = state_path(ctl.joblog);
     std::ifstream state(sp, std::ios::binary);

@@ -322,6 +322,45 @@ class FileSinkTests(unittest.TestCase):
                     for n in os.listdir(d):
                         os.unlink(os.path.join(d, n))
 
+    def test_refuses_a_partial_inside_the_directory_it_reads(self):
+        # A files source walks the directory: a .partial there (left by an interrupted run, or
+        # about to be created) is an input, and writing it would corrupt the input and output.
+        with tempfile.TemporaryDirectory() as d:
+            tree = os.path.join(d, "tree")
+            os.makedirs(os.path.join(tree, "sub"))
+            with open(os.path.join(tree, "a"), "w") as f:
+                f.write("a\n")
+            data = os.urandom(600_000)
+            for out in (os.path.join(tree, "out"), os.path.join(tree, "sub", "out")):
+                with self.subTest(out=out):
+                    with open(out + ".partial", "wb") as f:
+                        f.write(data)
+                    rc, _, err = run("run", graph("sha256-tree.json"), "-q", "--set", f"source.path={tree}",
+                                     "--set", json.dumps({"type": "file", "path": out}).join(["sink=", ""]))
+                    self.assertEqual(rc, 2, err)
+                    self.assertIn("is inside the input directory", err)
+                    with open(out + ".partial", "rb") as f:
+                        self.assertEqual(f.read(), data, "the input is intact")
+                    self.assertFalse(os.path.exists(out))
+                    os.unlink(out + ".partial")
+            # next to the tree, not in it: fine
+            out = os.path.join(d, "tree-sums")
+            rc, _, err = run("run", graph("sha256-tree.json"), "-q", "--set", f"source.path={tree}",
+                             "--set", json.dumps({"type": "file", "path": out}).join(["sink=", ""]))
+            self.assertEqual(rc, 0, err)
+            self.assertTrue(os.path.exists(out))
+
+    def test_empty_or_directory_path_is_refused_by_validate(self):
+        for path, want in (("", 'sink.path: must name a file, got ""'), ("outdir/", "must name a file, not a directory")):
+            with self.subTest(path=path):
+                sink = json.dumps({"type": "file", "path": path})
+                for cmd in ("validate", "run"):
+                    rc, _, err = run(cmd, graph("compress.json"), "--set", "source.path=/dev/null", "--set",
+                                     f"sink={sink}")
+                    self.assertEqual(rc, 2, err)
+                    self.assertIn(want, err)
+                self.assertFalse(os.path.exists(".partial"))
+
     def test_memory_bounded_after_a_failed_item(self):
         # 400 one-MiB items (a sparse file), item 2 failing: nothing past the gap is held.
         with tempfile.TemporaryDirectory() as d:
@@ -441,6 +480,30 @@ class SpecialJoblogTests(unittest.TestCase):
         self.assertEqual(out.strip(), "15")
         self.assertEqual(err.count("\tsucceeded\t"), 5, err)
         self.assertFalse(os.path.exists("/dev/stderr.state"))
+
+    def test_dev_stderr_redirected_to_a_file_is_appended_to(self):
+        # /dev/stderr then resolves to a regular file: it is still the shell's stream, never
+        # truncated and with no FILE.state beside it.
+        with tempfile.TemporaryDirectory() as d:
+            errfile = os.path.join(d, "err.txt")
+            with open(errfile, "w") as f:
+                f.write("earlier output\n")
+            with open(errfile, "a") as f:
+                p = subprocess.run([BIN, *range_graph(4, {"type": "sum"}, ms=0), "--joblog", "/dev/stderr"],
+                                   stdout=subprocess.PIPE, stderr=f, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0)
+            self.assertEqual(p.stdout.strip(), "10")
+            with open(errfile) as f:
+                text = f.read()
+            self.assertTrue(text.startswith("earlier output\n"), text)
+            self.assertEqual(text.count("\tsucceeded\t"), 4, text)
+            self.assertFalse(os.path.exists("/dev/stderr.state"))
+            with open(errfile, "a") as f:
+                p = subprocess.run([BIN, *range_graph(4, {"type": "sum"}, ms=0), "--joblog", "/dev/stderr",
+                                    "--resume"], stdout=subprocess.PIPE, stderr=f, text=True, timeout=60)
+            self.assertEqual(p.returncode, 2)
+            with open(errfile) as f:
+                self.assertIn("is not a regular file", f.read())
 
     def test_fifo(self):
         with tempfile.TemporaryDirectory() as d:

@@ -289,11 +289,13 @@ class QuotingTests(unittest.TestCase):
                     self.assertIn(f"source.path: cannot open {quoted}: No such file or directory", p.stderr.decode())
 
     def test_item_messages(self):
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as top:
+            d = os.path.join(top, "in")  # the tree the source reads; the sink writes beside it
+            os.mkdir(d)
             write(os.path.join(d, self.EVIL + ".zst"), b"not zstd data")
             p = subprocess.run([BIN, "run", graph("compress.json"), "--set", f'source={{"type":"files","path":"{d}"}}',
                                 "--set", "stages[0].params.mode=decompress", "--set", "stages[0].params.input=path",
-                                "--set", f"sink.path={d}/out"], capture_output=True, timeout=60)
+                                "--set", f"sink.path={top}/out"], capture_output=True, timeout=60)
             self.assertEqual(p.returncode, 1, p.stderr)
             self.assert_clean(p.stderr)
             self.assertIn("zstd: $'" + d + "/x\\nflowpool: forged line\\x1b[31m.zst': corrupt zstd data", p.stderr.decode())
@@ -302,7 +304,7 @@ class QuotingTests(unittest.TestCase):
             write(os.path.join(d, "bad").encode() + b"\xff.zst", b"not zstd data")
             p = subprocess.run([BIN, "run", graph("compress.json"), "--set", f'source={{"type":"files","path":"{d}"}}',
                                 "--set", "stages[0].params.mode=decompress", "--set", "stages[0].params.input=path",
-                                "--set", f"sink.path={d}/out"], capture_output=True, timeout=60)
+                                "--set", f"sink.path={top}/out"], capture_output=True, timeout=60)
             self.assertEqual(p.returncode, 1, p.stderr)
             self.assertIn(b"zstd: $'" + d.encode() + b"/bad\\xff.zst': corrupt zstd data", p.stderr)
             src = write(os.path.join(d, "in.txt"), b"1\n")
@@ -313,6 +315,26 @@ class QuotingTests(unittest.TestCase):
             self.assert_clean(p.stderr)
             self.assertIn("cannot run $'x\\nflowpool: forged line\\x1b[31m': No such file or directory",
                           p.stderr.decode())
+
+    def test_output_flags_and_spec_names(self):
+        # --report, --metrics, --trace and --timeline paths, and the spec file's own name.
+        with tempfile.TemporaryDirectory() as d:
+            bad = os.path.join(d, "nope", self.EVIL)
+            quoted = "$'" + d + "/nope/x\\nflowpool: forged line\\x1b[31m'"
+            for flag in ("--report", "--metrics", "--trace", "--timeline"):
+                with self.subTest(flag=flag):
+                    p = subprocess.run([BIN, "run", graph("seed.json"), "-q", flag, bad], capture_output=True,
+                                       timeout=60)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assert_clean(p.stderr)
+                    self.assertIn(f"{flag}: cannot write {quoted}", p.stderr.decode())
+            spec = os.path.join(d, self.EVIL + ".json")
+            for argv in (["validate", spec], ["run", spec], ["dot", graph("seed.json"), "--report", spec]):
+                with self.subTest(argv=argv[0]):
+                    p = subprocess.run([BIN, *argv], capture_output=True, timeout=60)
+                    self.assertEqual(p.returncode, 2, p.stderr)
+                    self.assert_clean(p.stderr)
+                    self.assertIn("$'" + d + "/x\\nflowpool: forged line\\x1b[31m.json'", p.stderr.decode())
 
     def test_quoted_names_paste_back_into_bash(self):
         # Each quoted form is a bash word for exactly the name's bytes.

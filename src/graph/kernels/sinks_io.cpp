@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <ostream>
 
 #include "../../util/quote.hpp"
@@ -96,7 +97,9 @@ class file_sink final : public sink {
   // Opens (without truncating) path.partial at once, so an unwritable output fails
   // before the run starts (exit 2). A fresh run truncates it at its first result; a
   // resumed one keeps the saved prefix (load_state). Refuses a .partial that is one
-  // of the source's inputs: truncating it would destroy the input.
+  // of the source's inputs, or lies in a directory the source reads (a files source
+  // would read it, and an earlier .partial there is an input): writing it would
+  // destroy or corrupt the input.
   file_sink(std::string path, const std::vector<std::string>& inputs)
       : path_(std::move(path)), partial_(path_ + ".partial") {
     struct stat mine {};
@@ -114,12 +117,29 @@ class file_sink final : public sink {
                                                 quote_name(in) +
                                                 ": writing it would destroy the input; choose another sink.path");
       }
+      std::error_code ec3;
+      if (!ec1 && std::filesystem::is_directory(in, ec3) && inside(partial_, in)) {
+        throw_error(errc::invalid_argument, "file: the temporary output " + quote_name(partial_) +
+                                                " is inside the input directory " + quote_name(in) +
+                                                ", which the source reads: writing it would corrupt the input; "
+                                                "choose a sink.path outside it");
+      }
     }
     fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
     if (fd_ < 0) fail_io("cannot create");
   }
   file_sink(const file_sink&) = delete;
   file_sink& operator=(const file_sink&) = delete;
+
+  // Whether `file` lies somewhere below the directory `dir` (both resolved).
+  static bool inside(const std::string& file, const std::string& dir) {
+    std::error_code e1, e2;
+    const auto f = std::filesystem::weakly_canonical(file, e1);
+    const auto d = std::filesystem::weakly_canonical(dir, e2);
+    if (e1 || e2) return false;
+    const auto rel = f.lexically_relative(d);
+    return !rel.empty() && *rel.begin() != "..";
+  }
   ~file_sink() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -256,6 +276,21 @@ void write_output(std::ostream& out, std::string_view data, std::string_view who
   }
 }
 
+// The file sink's path: a file name, never empty or ending in a slash.
+param_info file_path_param() {
+  param_info p = make_param("path", param_type::string, nullptr, "the output file");
+  p.check = [](const nlohmann::json& v, const nlohmann::json&,
+               const std::function<void(const std::string&, const std::string&)>& problem) {
+    const auto& path = v.get_ref<const std::string&>();
+    if (path.empty()) {
+      problem("", "must name a file, got \"\"");
+    } else if (path.back() == '/') {
+      problem("", "must name a file, not a directory: " + quote_name(path));
+    }
+  };
+  return p;
+}
+
 void register_io_sinks(registry& r) {
   r.add_sink({"checksums",
               "prints \"<value>  <input>\" lines exactly as sha256sum does (names with \\, newline or CR escaped)",
@@ -267,7 +302,7 @@ void register_io_sinks(registry& r) {
   r.add_sink({"file",
               "writes each value's bytes to a file in source order, through path.partial renamed on success "
               "(--resume continues an interrupted .partial)",
-              {make_param("path", param_type::string, nullptr, "the output file")},
+              {file_path_param()},
               [](const nlohmann::json& p, const sink_env& env) -> std::unique_ptr<sink> {
                 return std::make_unique<file_sink>(p["path"].get<std::string>(), env.inputs);
               },
