@@ -37,6 +37,7 @@ Environment:
 import collections
 import concurrent.futures
 import json
+import math
 import os
 import random
 import re
@@ -141,6 +142,28 @@ def plain_stage(rng, n_items, allow_exec, permanent_ok, retries):
     return {"kernel": "exec", "params": {"argv": ["printf", "%s", "{input}"]}}
 
 
+# In ordered mode a stage's workers run at most `capacity` items ahead of the oldest one not yet
+# delivered (the reorder window; docs/pool.md). An item waiting out a backoff holds that window,
+# so probabilistic retries cost about  items * probability * total backoff / capacity  of wall
+# time: 1,446 items, 30% failing twice at 100 ms backoff and capacity 3 take 74 s, by design, more
+# than the hang timeout. This keeps that cost under ORDERED_BACKOFF_BUDGET seconds by lowering
+# the probability of such stages (the few fixed ids of the gap stages cost almost nothing).
+ORDERED_BACKOFF_BUDGET = 3.0
+
+
+def bound_ordered_backoff(stages, options, flags, n_items):
+    capacity = int(flags[flags.index("--capacity") + 1]) if "--capacity" in flags else options["capacity"]
+    base = float(options["backoff"].removesuffix("ms")) / 1000
+    for st in stages:
+        params = st["params"]
+        if st["kernel"] != "fail" or not params.get("probability") or not params.get("fail_attempts"):
+            continue  # no probabilistic retries (fail_attempts 0: fails for good, no backoff wait)
+        attempts = min(params["fail_attempts"], st.get("retries", options["retries"]))
+        cost = n_items * params["probability"] * base * (2 ** attempts - 1) / capacity
+        if cost > ORDERED_BACKOFF_BUDGET:
+            params["probability"] = math.floor(params["probability"] * ORDERED_BACKOFF_BUDGET / cost * 1000) / 1000
+
+
 # Graphs with retries (backoff on each stage's timer) and chains of up to 4 stages are the
 # default. FLOWPOOL_TEST_RETRIES=0 leaves them out (1 and 2 stages, no retries), to tell a
 # retry problem from another one.
@@ -235,6 +258,8 @@ def generate(rng, d, stress):
         sink_spec["k"] = rng.randint(1, 15)
     elif sink == "file":
         sink_spec["path"] = f"{d}/out/result.bin"  # the chain uses its own copy of the path (see run_chain)
+    if ordered:
+        bound_ordered_backoff(stages, options, flags, n_est)
     spec = {"name": f"random-{sink}", "source": src, "stages": stages, "sink": sink_spec, "options": options}
     return {"spec": spec, "flags": flags, "sink": sink, "ordered": ordered, "expected_n": expected_n,
             "variant": None}
