@@ -4,9 +4,10 @@
 // (engine::offer): when stage k+1's bounded queue is full, the result waits in
 // stage k, whose workers stop pulling until stage k+1 wakes it. So the bounded
 // queue between stages is real backpressure, and no TBB thread ever waits inside
-// a task for a downstream queue. The last stage's serial node is the sink. Each item ends in exactly one terminal
-// state: failed or cancelled at some stage, or succeeded at the last stage. The joblog records that state per item id
-// (its source position), which is what --resume keys on.
+// a task for a downstream queue. The last stage's serial node is the sink. Each
+// item ends in exactly one terminal state: failed or cancelled at some stage, or
+// succeeded at the last stage. The joblog records that state per item id (its
+// source position), which is what --resume keys on.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
