@@ -1162,7 +1162,7 @@ class engine {
     // Outcomes left stalled still count as pending, so the workers stop pulling
     // (throttled_locked) while the next stage has no room.
     pending_count_.fetch_sub(n + stalled_before - stalled_.size(), std::memory_order_acq_rel);
-    hold_while_stalled();
+    if (forward_) hold_while_stalled();  // only a linked stage ever stalls: no extra lock per batch otherwise
     // Workers stop pulling while we are behind (or outside the reorder window):
     // restart them now that we caught up.
     int spawn = 0;
