@@ -57,6 +57,7 @@ void apply(budget_state& s) {
 }
 
 thread_local const void* t_running = nullptr;
+thread_local const void* t_arena = nullptr;
 
 #if defined(__GLIBC__)
 // std::exit() on a thread running a flowpool job or aggregator: oneTBB's exit
@@ -85,12 +86,18 @@ const void* running_engine() noexcept {
   return t_running;
 }
 
-body_scope::body_scope(const void* engine) noexcept : prev_(t_running) {
+const void* running_arena() noexcept {
+  return t_arena;
+}
+
+body_scope::body_scope(const void* engine, const void* arena) noexcept : prev_(t_running), prev_arena_(t_arena) {
   t_running = engine;
+  t_arena = arena;
 }
 
 body_scope::~body_scope() {
   t_running = prev_;
+  t_arena = prev_arena_;
 }
 
 thread_lease::thread_lease(int threads, int spare) : threads_(threads), spare_(spare) {

@@ -286,3 +286,81 @@ TEST_CASE("snapshot is readable from another thread during the run", "[pool]") {
   CHECK(pool.snapshot().completed == 10);
   CHECK(r.max_queue_depth <= 8);
 }
+
+TEST_CASE("submit_batch queues every job in order and keeps N and the bound", "[pool][concurrency]") {
+  const int n = GENERATE(1, 2, 4);
+  const std::ptrdiff_t capacity = GENERATE(1, 7, 64);
+  CAPTURE(n, capacity);
+  fp_test::peak_tracker workers;
+  fp_test::peak_tracker agg;
+  std::vector<int> order;  // aggregator only (ordered): the results in submission order
+  auto o = make_opts(n, capacity);
+  o.ordered = true;
+  constexpr int kJobs = 3000;
+  std::vector<std::uint64_t> id_of(kJobs + 1, 0);  // job value -> id, written by the job with that value only
+  flowpool::pool<int, int> pool(
+      o,
+      [&](const int& j, flowpool::job_context& ctx) {
+        const fp_test::peak_tracker::scope in(workers);
+        id_of[static_cast<std::size_t>(j)] = ctx.id();
+        return j;
+      },
+      [&](int&& r) {
+        const fp_test::peak_tracker::scope in(agg);
+        order.push_back(r);
+      });
+  std::vector<int> jobs;
+  int next = 1;
+  // Runs of 1 to 100 jobs, larger and smaller than the capacity.
+  for (int run = 1; next <= kJobs; run = run % 100 + 1) {
+    jobs.clear();
+    for (int i = 0; i < run && next <= kJobs; ++i) jobs.push_back(next++);
+    REQUIRE(pool.submit_batch(jobs) == jobs.size());
+  }
+  pool.close();
+  const auto r = pool.wait();
+  REQUIRE(r.status == flowpool::run_status::ok);
+  CHECK(r.succeeded == kJobs);
+  CHECK(r.max_queue_depth <= static_cast<std::size_t>(capacity));
+  CHECK(workers.peak() <= n);
+  CHECK(agg.peak() == 1);
+  REQUIRE(order.size() == kJobs);
+  for (int i = 0; i < kJobs; ++i) {
+    REQUIRE(order[static_cast<std::size_t>(i)] == i + 1);
+    REQUIRE(id_of[static_cast<std::size_t>(i + 1)] == static_cast<std::uint64_t>(i + 1));  // ids in order
+  }
+}
+
+TEST_CASE("submit_batch stops at a cancel and every job it accepted ends once", "[pool][cancel]") {
+  const int n = GENERATE(1, 3);
+  CAPTURE(n);
+  constexpr std::size_t kJobs = 20000;
+  fp_test::terminal_ledger ledger(kJobs);
+  auto o = make_opts(n, 8);
+  o.on_job_done = [&](const flowpool::job_record& rec) { ledger.record(rec); };
+  std::atomic<int> started{0};
+  flowpool::pool<int, int> pool(
+      o,
+      [&](const int& j, flowpool::job_context&) {
+        started.fetch_add(1);
+        std::this_thread::sleep_for(20us);
+        return j;
+      },
+      [](int&&) {});
+  std::thread canceller([&] {
+    while (started.load() < 200) std::this_thread::sleep_for(100us);
+    pool.cancel();
+  });
+  std::vector<int> jobs(kJobs, 1);
+  const std::size_t accepted = pool.submit_batch(jobs);
+  canceller.join();
+  CHECK(accepted < kJobs);
+  CHECK(pool.submit_batch(jobs) == 0);  // cancelled: nothing more is taken
+  pool.close();
+  const auto r = pool.wait();
+  CHECK(r.status == flowpool::run_status::cancelled);
+  CHECK(r.submitted == accepted);
+  const std::string problem = ledger.check(r);
+  INFO(problem);
+  CHECK(problem.empty());
+}

@@ -13,9 +13,10 @@
 // first, then the bounded FIFO), runs it, re-dispatches itself if work remains,
 // and returns the batch's outcomes as its output message. oneTBB hands that
 // message to the serial aggregator by task bypass, so the aggregator normally
-// runs on the same thread right after the batch. The arena has N + 1 worker
-// slots (the spare is for multi-stage runs, see arena_) and one reserved for the
-// thread in wait(); the worker node's concurrency keeps jobs at N.
+// runs on the same thread right after the batch. A pool's own arena has N + 1
+// worker slots (the spare, see arena_) and one reserved for the thread in wait();
+// the worker node's concurrency keeps jobs at N. The stages of a graph run share
+// one arena instead (shared_arena): sum of N_k workers, one reserved slot.
 //
 // A failed attempt that the retry policy retries leaves the worker: it waits out
 // its backoff in a delay heap, and the pool's timer thread moves it to the ready
@@ -45,6 +46,7 @@
 #include <mutex>
 #include <optional>
 #include <queue>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <unordered_map>
@@ -214,15 +216,42 @@ class metrics_clock {
   std::uint64_t anchor_tsc_ = 0;
 };
 
+// One task_arena that the stages of a graph run share: one worker slot per
+// concurrent job of every stage (sum of N_k) and one reserved for the owner's thread
+// in wait(). Stage k's tokens and wake-ups of stage k's serial node, spawned from
+// stage k-1's serial node, land in the same arena, so no stage waits for oneTBB to
+// move a thread over from another arena, and N_k blocking jobs per stage still run at
+// once. Outlives the engines built on it.
+class shared_arena {
+ public:
+  explicit shared_arena(int workers)
+      : lease_(workers), arena_(workers + 1, 1) {
+    arena_.initialize();  // may create oneTBB's thread pool: the lease covers that
+    lease_.confirm();
+  }
+  shared_arena(const shared_arena&) = delete;
+  shared_arena& operator=(const shared_arena&) = delete;
+  [[nodiscard]] tbb::task_arena& arena() noexcept { return arena_; }
+
+ private:
+  thread_lease lease_;
+  tbb::task_arena arena_;
+};
+
 template <class Job, class Result>
 class engine {
  public:
-  using worker_fn = std::function<Result(const Job&, job_context&)>;
+  // The job is passed mutable so that a caller that knows an attempt is the last one
+  // (graph stages: no retry left) may move from it; pool<Job, Result> passes it on
+  // as const, and a job that may still be retried must be left as it was.
+  using worker_fn = std::function<Result(Job&, job_context&)>;
   using aggregator_fn = std::function<void(Result&&)>;
   using clock = std::chrono::steady_clock;
   using policy_ptr = std::shared_ptr<const retry_policy>;
 
-  engine(pool_options opts, worker_fn work, aggregator_fn aggregate, metrics_options mopts = {})
+  /// `shared`: build on that arena (a graph run's stages) instead of one of its own.
+  engine(pool_options opts, worker_fn work, aggregator_fn aggregate, metrics_options mopts = {},
+         shared_arena* shared = nullptr)
       : opts_((validate(opts), std::move(opts))),
         n_(opts_.workers),
         capacity_(static_cast<std::size_t>(opts_.capacity)),
@@ -237,7 +266,7 @@ class engine {
                                                 : clock::time_point::max()),
         // N workers, and spare ones (see arena_): one, plus one for each pool already
         // live in the process.
-        lease_(n_, 1 + thread_lease::live()),
+        lease_(shared != nullptr ? 0 : n_, shared != nullptr ? 0 : 1 + thread_lease::live()),
         // N + spare worker slots, plus one reserved for the thread in wait(). The
         // waiter joins the arena instead of handing its wait to a worker as a task
         // (which would hold one of the workers). The spare worker slots: oneTBB asks
@@ -250,7 +279,8 @@ class engine {
         // to last hung; with one per earlier pool it did not (issue 13, item 1).
         // The worker node's concurrency keeps running jobs at N; the spares run the
         // aggregator or nothing. A run that is one flow graph needs none of this.
-        arena_(n_ + lease_.spare() + 1, 1),
+        own_arena_(shared != nullptr ? std::nullopt : std::make_optional<tbb::task_arena>(n_ + lease_.spare() + 1, 1)),
+        arena_(shared != nullptr ? &shared->arena() : &*own_arena_),
         ctx_(tbb::task_group_context::isolated),
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),
@@ -274,16 +304,16 @@ class engine {
     job_cost_ns_ = std::make_unique<padded_cost[]>(static_cast<std::size_t>(n_));
     // The arena's creation may create oneTBB's thread pool, which fixes its worker
     // limit: the lease covers that, then checks this pool can have its N.
-    arena_.initialize();
+    arena_->initialize();
     lease_.confirm();
-    arena_.execute([this] {
+    arena_->execute([this] {
       // The graph binds to the arena it is built in.
       graph_.emplace(ctx_);
       // No exception may reach TBB: it would cancel the context behind our back.
       // Job and aggregator exceptions are handled per job; anything else (an
       // allocation failure) ends the run as failed with an internal cause.
       workers_.emplace(*graph_, static_cast<std::size_t>(n_), [this](token_t) {
-        const body_scope scope(this);
+        const body_scope scope(this, arena_);
         try {
           return worker_body();
         } catch (...) {
@@ -292,7 +322,7 @@ class engine {
         }
       });
       aggregator_.emplace(*graph_, tbb::flow::serial, [this](batch_msg m) {
-        const body_scope scope(this);
+        const body_scope scope(this, arena_);
         try {
           aggregator_body(m);
         } catch (...) {
@@ -346,38 +376,40 @@ class engine {
     std::int64_t enq = 0;
     if (metrics_) enq = mclock_->now_ns();  // read outside the lock; re-read below if we waited
     std::unique_lock lk(mu_);
-    if (closed_) throw_error(errc::closed, "pool: submit after close()");
-    if (queue_.size() >= capacity_ && !cancelled_) {
-      if (mode == 0) return push_result::full;
-      ++waiting_producers_;
-      auto ready = [this] { return queue_.size() < capacity_ || cancelled_ || closed_; };
-      bool ok = true;
-      // Workers wake blocked producers only when the queue drains to the low
-      // watermark (one wake-up refills many slots). A producer also re-checks for
-      // room every producer_recheck, so it never stays blocked while there is room
-      // for longer than that, even if workers stall above the watermark.
-      while (!ready()) {
-        auto wake_at = clock::now() + producer_recheck;
-        if (mode == 2) {
-          if (clock::now() >= until) {
-            ok = false;
-            break;
-          }
-          wake_at = std::min(wake_at, until);
-        }
-        not_full_.wait_until(lk, wake_at);
-      }
-      --waiting_producers_;
-      if (waiting_producers_ == 0) producers_gone_.notify_all();
-      if (!ok) return push_result::full;
-      if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
-      if (metrics_) enq = mclock_->now_ns();
-    }
+    bool waited = false;
+    if (!wait_for_room(lk, mode, until, waited)) return push_result::full;
     if (cancelled_) return push_result::cancelled;
+    if (metrics_ && waited) enq = mclock_->now_ns();  // it entered the queue now
     const int spawn = enqueue_locked(std::move(job), std::move(policy), enq);
     lk.unlock();
     spawn_workers(spawn);
     return push_result::accepted;
+  }
+
+  /// Pushes `jobs` in order, blocking while the queue is full, with one lock
+  /// acquisition per run of jobs that fits instead of one per job: for a producer
+  /// that has several jobs at hand (a graph run's source). Returns how many were
+  /// accepted: all of them, or fewer once the run is cancelled (the rest stay in
+  /// `jobs`, moved-from only up to the count returned).
+  std::size_t push_batch(std::span<Job> jobs) {
+    std::size_t done = 0;
+    while (done < jobs.size()) {
+      std::int64_t enq = 0;
+      if (metrics_) enq = mclock_->now_ns();
+      std::unique_lock lk(mu_);
+      bool waited = false;
+      (void)wait_for_room(lk, 1, {}, waited);
+      if (cancelled_) return done;
+      if (metrics_ && waited) enq = mclock_->now_ns();
+      int spawn = 0;
+      while (done < jobs.size() && queue_.size() < capacity_) {
+        spawn += enqueue_locked(std::move(jobs[done]), nullptr, enq);  // each dispatches what it may
+        ++done;
+      }
+      lk.unlock();
+      spawn_workers(spawn);
+    }
+    return done;
   }
 
   /// A hand-off that never blocks, for the serial node of the stage before this one
@@ -411,7 +443,64 @@ class engine {
   using forward_fn = std::function<bool(Result&, const std::function<void()>*)>;
   void set_forward(forward_fn f) { forward_ = std::move(f); }
 
+  /// Makes the ids this engine reports (job_record::job in on_job_done, job_error::job
+  /// in errors and the cause) come from the job itself, `key(job)`, instead of the
+  /// engine's own submission order. A graph run's items carry their id from the source
+  /// through every stage, so no stage keeps a map from its own ids to theirs. The
+  /// order of delivery (ordered mode) still follows submission. Set before the first
+  /// job is submitted.
+  using key_fn = std::uint64_t (*)(const Job&) noexcept;
+  void set_key(key_fn key) noexcept { key_ = key; }
+
+  /// Whether on_job_done's records carry the attempt's duration (default true). A
+  /// caller that does not use it (a graph run with no joblog) saves two clock reads
+  /// per job. Set before the first job is submitted.
+  void set_hook_timing(bool on) noexcept { hook_timing_ = on; }
+
+  /// Called once, on the thread that cancels, right after this engine cancelled
+  /// itself because of a failure (its failure policy, or a throwing aggregator or
+  /// hook), with none of its locks held. A graph run cancels its other stages from
+  /// here at once: a stage's own cancel also cancels its serial node's pending
+  /// tasks, so on_job_done sees that failure only in wait(). Set before the first
+  /// job is submitted; must not call wait().
+  void set_on_failure(std::function<void()> f) { on_failure_ = std::move(f); }
+
  private:
+  // Blocks a producer until the queue has room or the run is cancelled: mode 0
+  // never blocks, 1 blocks as long as it takes, 2 until `until`. Returns false when
+  // it gave up with the queue still full; `waited` says whether it blocked at all.
+  // Throws once the input is closed (and not cancelled).
+  bool wait_for_room(std::unique_lock<ingress_mutex>& lk, int mode, clock::time_point until, bool& waited) {
+    if (closed_) throw_error(errc::closed, "pool: submit after close()");
+    waited = false;
+    if (queue_.size() < capacity_ || cancelled_) return true;
+    if (mode == 0) return false;
+    waited = true;
+    ++waiting_producers_;
+    auto ready = [this] { return queue_.size() < capacity_ || cancelled_ || closed_; };
+    bool ok = true;
+    // Workers wake blocked producers only when the queue drains to the low
+    // watermark (one wake-up refills many slots). A producer also re-checks for
+    // room every producer_recheck, so it never stays blocked while there is room
+    // for longer than that, even if workers stall above the watermark.
+    while (!ready()) {
+      auto wake_at = clock::now() + producer_recheck;
+      if (mode == 2) {
+        if (clock::now() >= until) {
+          ok = false;
+          break;
+        }
+        wake_at = std::min(wake_at, until);
+      }
+      not_full_.wait_until(lk, wake_at);
+    }
+    --waiting_producers_;
+    if (waiting_producers_ == 0) producers_gone_.notify_all();
+    if (!ok) return false;
+    if (closed_ && !cancelled_) throw_error(errc::closed, "pool: submit after close()");
+    return true;
+  }
+
   // Queues an accepted job; returns how many worker tokens to put. Called with mu_ held.
   int enqueue_locked(Job&& job, policy_ptr policy, std::int64_t enq) {
     // Beside the queue, not in its entries: with metrics off the entries stay one
@@ -681,7 +770,8 @@ class engine {
   };
 
   struct outcome {
-    std::uint64_t id = 0;
+    std::uint64_t id = 0;   // submission order (the reorder window's index)
+    std::uint64_t key = 0;  // the id it is reported under (set_key; else id)
     job_status status = job_status::succeeded;
     error_kind kind = error_kind::exception;
     int worker = 0;
@@ -731,12 +821,13 @@ class engine {
   // graph busy until the tokens are in.
   void spawn_workers(int count) {
     if (count <= 0) return;
-    if (running_engine() == this) {
+    // A body of this engine, or of another stage on the same shared arena.
+    if (running_engine() == this || running_arena() == arena_) {
       put_tokens(count);
       return;
     }
     try {
-      arena_.enqueue([this, count] { put_tokens(count); });
+      arena_->enqueue([this, count] { put_tokens(count); });
     } catch (...) {  // the enqueue did not happen (no memory): put from here, as a last resort
       put_tokens(count);
     }
@@ -987,6 +1078,7 @@ class engine {
   bool run_one(work_item& item, int wid, std::vector<outcome>& outs, attempt_span* span = nullptr) {
     outcome& out = outs.emplace_back();  // built in place: no per-job move
     out.id = item.id;
+    out.key = key_ != nullptr ? key_(item.job) : item.id;  // before work_, which may move from the job
     out.worker = wid;
     out.attempts = item.attempt - 1;  // attempts completed before this one
     if (stop_.stop_requested()) {     // never start an attempt once cancellation is visible
@@ -998,7 +1090,7 @@ class engine {
     out.attempts = item.attempt;
     if (item.attempt > 1) retried_.fetch_add(1, std::memory_order_relaxed);
     const bool timed = opts_.job_timeout.count() > 0;
-    const bool clocked = timed || (opts_.on_job_done && span == nullptr);
+    const bool clocked = timed || (opts_.on_job_done && hook_timing_ && span == nullptr);
     const auto t0 = clocked ? clock::now() : clock::time_point{};
     const auto deadline = timed ? saturating_add<clock>(t0, opts_.job_timeout) : clock::time_point::max();
     job_context ctx(borrow_stop_token_t{}, item.id, wid, item.attempt, stop_token_, deadline);
@@ -1090,7 +1182,7 @@ class engine {
     if (max_failures_ == 0) return;
     const std::uint64_t n = final_failures_.fetch_add(1, std::memory_order_acq_rel) + 1;
     if (n >= max_failures_)
-      cancel_internal(cancel_cause::failure, job_error{out.id, out.attempts, out.kind, out.message});
+      cancel_internal(cancel_cause::failure, job_error{out.key, out.attempts, out.kind, out.message});
   }
 
   // ---- timer (run deadline, retry backoff) ----------------------------------------------
@@ -1272,7 +1364,7 @@ class engine {
       graph_->reserve_wait();
     }
     try {
-      arena_.enqueue([this] {
+      arena_->enqueue([this] {
         try {
           aggregator_->try_put(batch_msg{});
         } catch (...) {
@@ -1323,21 +1415,21 @@ class engine {
           o.status = job_status::failed;
           ++n_failed_;
           aggregator_failed_ = true;
-          errors_.push_back(job_error{o.id, o.attempts, error_kind::aggregator,
+          errors_.push_back(job_error{o.key, o.attempts, error_kind::aggregator,
                                       "aggregator threw on this job's result: " + describe_current_exception()});
           late_failure(errors_.back());
         }
         break;
       case job_status::failed:
         ++n_failed_;
-        errors_.push_back(job_error{o.id, o.attempts, o.kind, std::move(o.message)});
+        errors_.push_back(job_error{o.key, o.attempts, o.kind, std::move(o.message)});
         break;
       case job_status::cancelled:
         ++n_cancelled_;
         break;
     }
     ++n_delivered_;
-    if (opts_.on_job_done) call_hook(job_record{o.id, o.status, o.attempts, o.worker, o.duration});
+    if (opts_.on_job_done) call_hook(job_record{o.key, o.status, o.attempts, o.worker, o.duration});
     return true;
   }
 
@@ -1416,6 +1508,10 @@ class engine {
       // Every job never pulled is cancelled: ids [next_pop_id_, next_id_).
       cancelled_from_ = next_pop_id_;
       dropped.swap(queue_);
+      if (key_ != nullptr) {  // reported under their own ids (set_key): keep those, in queue order
+        cancelled_keys_.reserve(dropped.size());
+        for (const Job& j : dropped) cancelled_keys_.push_back(key_(j));
+      }
       // They are terminal now: live counts include them from here on, not from wait().
       queued_cancelled_pub_.store(next_id_ - next_pop_id_, std::memory_order_relaxed);
       depth_pub_.store(0, std::memory_order_relaxed);
@@ -1441,6 +1537,7 @@ class engine {
     if (release_stall) graph_->release_wait();
     for (const auto* w : room) (*w)();
     release_input();
+    if (why == cancel_cause::failure && on_failure_) on_failure_();
     // `dropped` is destroyed here, outside the lock.
   }
 
@@ -1482,6 +1579,7 @@ class engine {
     for (auto& r : retry_cancelled) {
       outcome o;
       o.id = r->id;
+      o.key = key_ != nullptr ? key_(r->job) : r->id;
       o.status = job_status::cancelled;
       o.kind = error_kind::cancelled;
       o.attempts = r->attempt - 1;
@@ -1504,7 +1602,8 @@ class engine {
     if (was_cancelled) {
       queued_cancelled = next_id_ - cancelled_from;
       for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
-        if (opts_.on_job_done) call_hook(job_record{id, job_status::cancelled, 0, 0, {}});
+        const std::uint64_t key = id - cancelled_from < cancelled_keys_.size() ? cancelled_keys_[id - cancelled_from] : id;
+        if (opts_.on_job_done) call_hook(job_record{key, job_status::cancelled, 0, 0, {}});
       }
     }
     report r;
@@ -1576,6 +1675,7 @@ class engine {
   std::uint64_t next_id_ = 1;                               // id the next accepted job gets
   std::uint64_t next_pop_id_ = 1;                           // id of queue_.front()
   std::uint64_t cancelled_from_ = 0;
+  std::vector<std::uint64_t> cancelled_keys_;  // set_key: the ids of the jobs cancel() took from the FIFO
   int active_ = 0;  // worker tokens dispatched and not yet exited (<= N)
   int waiting_producers_ = 0;
   int calls_in_progress_ = 0;  // close()/cancel() running on some thread
@@ -1624,6 +1724,9 @@ class engine {
   std::uint64_t n_delivered_ = 0;  // terminal outcomes folded; published per batch (completed_pub_)
   bool aggregator_failed_ = false;
   bool hook_failed_ = false;
+  bool hook_timing_ = true;         // set_hook_timing
+  std::function<void()> on_failure_;  // set_on_failure
+  key_fn key_ = nullptr;  // set_key: the job's own id, reported instead of the submission order
   forward_fn forward_;                                                // set: results go to the next stage (set_forward)
   const std::function<void()> wake_ = [this] { wake_aggregator(); };  // handed to the next stage
   std::deque<outcome> stalled_;    // unordered: outcomes waiting for room downstream, in order
@@ -1667,7 +1770,8 @@ class engine {
 
   // ---- TBB and the timer (declared last: destroyed first) ---------------------------------
   thread_lease lease_;
-  tbb::task_arena arena_;
+  std::optional<tbb::task_arena> own_arena_;  // unless built on a shared_arena
+  tbb::task_arena* arena_;
   tbb::task_group_context ctx_;
   const metrics_options mopts_;
   const bool tracing_;

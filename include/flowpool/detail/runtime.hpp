@@ -60,6 +60,11 @@ class FLOWPOOL_API thread_lease {
 /// make (wait()), and whether a caller is inside the pool's arena.
 [[nodiscard]] FLOWPOOL_API const void* running_engine() noexcept;
 
+/// The task_arena of the engine whose body runs on this thread, or null: a body
+/// of one stage of a graph run can put tasks for another stage directly when both
+/// share one arena.
+[[nodiscard]] FLOWPOOL_API const void* running_arena() noexcept;
+
 /// Marks the calling thread as running a job or the aggregator of `engine`
 /// for the scope's lifetime; nests (restores the previous mark). The first
 /// `thread_lease` of the process installs an exit handler: `std::exit()` called
@@ -68,8 +73,8 @@ class FLOWPOOL_API thread_lease {
 /// when they run on one of its worker threads.
 class FLOWPOOL_API body_scope {
  public:
-  /// Marks this thread as running a body of `engine`.
-  explicit body_scope(const void* engine) noexcept;
+  /// Marks this thread as running a body of `engine`, inside `arena`.
+  body_scope(const void* engine, const void* arena) noexcept;
   /// Restores the previous mark.
   ~body_scope();
   body_scope(const body_scope&) = delete;
@@ -77,6 +82,7 @@ class FLOWPOOL_API body_scope {
 
  private:
   const void* prev_;
+  const void* prev_arena_;
 };
 
 /// One background thread that calls `on_wake` whenever the earliest armed time
