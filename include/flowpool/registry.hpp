@@ -93,6 +93,13 @@ class FLOWPOOL_API source {
   virtual std::optional<item> next() = 0;
   /// How many items there will be, if known (for the progress bar).
   [[nodiscard]] virtual std::optional<std::uint64_t> size_hint() const { return std::nullopt; }
+  /// How many items the runner may read ahead before handing them to the first
+  /// stage, so that it takes the stage's queue lock once per run of items instead of
+  /// once per item. 1 (the default): each item is handed on as soon as next()
+  /// returns it. Only a source whose next() never waits on outside input (a pipe, a
+  /// terminal, a socket) may return more: items read ahead wait while next() runs.
+  /// The runner reads ahead by 64 items at most.
+  [[nodiscard]] virtual std::size_t read_ahead() const { return 1; }
 };
 
 /// A sink is the graph's serial aggregator: `consume` never runs concurrently

@@ -36,6 +36,7 @@ class range_source final : public source {
     return it;
   }
   [[nodiscard]] std::optional<std::uint64_t> size_hint() const override { return count_; }
+  [[nodiscard]] std::size_t read_ahead() const override { return 64; }
 
  private:
   std::int64_t start_;
@@ -70,6 +71,7 @@ class lines_source final : public source {
       close_fd();
       detail::throw_error(errc::io, "source.path: " + describe() + " is a directory, expected a file");
     }
+    regular_ = S_ISREG(st.st_mode);
   }
   lines_source(const lines_source&) = delete;
   lines_source& operator=(const lines_source&) = delete;
@@ -99,6 +101,8 @@ class lines_source final : public source {
       if (n == 0) eof_ = true;
     }
   }
+  // A regular file never makes next() wait on outside input; a pipe or a terminal does.
+  [[nodiscard]] std::size_t read_ahead() const override { return regular_ ? 64 : 1; }
 
  private:
   [[nodiscard]] std::string describe() const { return path_ == "-" ? "stdin" : detail::quote_name(path_); }
@@ -120,6 +124,7 @@ class lines_source final : public source {
   std::size_t pos_ = 0;
   std::size_t scanned_ = 0;  // buf_ has no '\n' in [pos_, scanned_)
   bool eof_ = false;
+  bool regular_ = false;  // fd_ is a regular file (read_ahead)
   std::uint64_t n_ = 0;
 };
 

@@ -23,7 +23,6 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
-#include <unordered_map>
 
 #include "../util/paths.hpp"
 #include "../util/quote.hpp"
@@ -245,15 +244,36 @@ void write_state_file(const std::string& path, const std::string& text) {
   }
 }
 
+// One stage. Its engine reports items under their own ids (set_key): an item's id
+// travels with it from the source to the sink, so no stage maps ids.
 struct stage_runtime {
   std::string name;
-  std::mutex mu;
-  std::unordered_map<std::uint64_t, std::uint64_t> item_of;         // pool job id -> item id (in flight)
-  std::unordered_map<std::uint64_t, std::uint64_t> failed_item_of;  // kept for the error list
-  std::uint64_t accepted = 0;                                       // only the stage's single producer touches it
   std::unique_ptr<detail::engine<item, item>> p;
   report rep;
 };
+
+// The most items the pump reads ahead of stage 0 (source::read_ahead is clamped to it).
+constexpr std::size_t kMaxReadAhead = 64;
+
+std::uint64_t item_key(const item& it) noexcept {
+  return it.id;
+}
+
+// A stage's worker: runs the kernel on the item in place and moves it on. Only an
+// attempt that may be retried runs on a copy, so the retry gets the item as it came.
+detail::engine<item, item>::worker_fn stage_worker(kernel_fn kernel, std::uint32_t max_attempts) {
+  return [kernel = std::move(kernel), max_attempts](item& in, job_context& ctx) {
+    if (ctx.attempt() < max_attempts) {
+      item it = in;
+      it.worker = ctx.worker();
+      kernel(it, ctx);
+      return it;
+    }
+    in.worker = ctx.worker();
+    kernel(in, ctx);
+    return std::move(in);
+  };
+}
 
 }  // namespace
 
@@ -421,6 +441,10 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
   auto next_checkpoint = clk::now() + ctl.checkpoint_interval;
 
   const std::size_t n_stages = spec.stages.size();
+  // Every stage runs in this one arena (declared first: it outlives the engines).
+  int all_workers = 0;
+  for (const auto& st : spec.stages) all_workers += st.workers;
+  detail::shared_arena arena(all_workers);
   std::vector<std::unique_ptr<stage_runtime>> stages;
   for (std::size_t k = 0; k < n_stages; ++k) {
     stages.push_back(std::make_unique<stage_runtime>());
@@ -475,17 +499,8 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     o.on_error = spec.on_error;
     o.max_failures = spec.max_failures;
     o.on_job_done = [&, kk, last](const job_record& rec) {
-      stage_runtime& me = *stages[kk];
-      std::uint64_t item_id = 0;
-      {
-        const std::lock_guard lk(me.mu);
-        auto it = me.item_of.find(rec.job);
-        if (it != me.item_of.end()) {
-          item_id = it->second;
-          me.item_of.erase(it);
-        }
-        if (rec.status == job_status::failed) me.failed_item_of[rec.job] = item_id;
-      }
+      const stage_runtime& me = *stages[kk];
+      const std::uint64_t item_id = rec.job;                     // the item's own id (set_key)
       if (rec.status == job_status::succeeded && !last) return;  // handed on to the next stage
       // The last stage's hook runs in its serial aggregator right after the sink
       // consumed the item: its output is written (or folded) when it is logged.
@@ -512,13 +527,7 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     metrics_options mo;
     mo.enabled = ctl.metrics;
     mo.trace_limit = ctl.trace_limit == 0 ? 0 : std::max<std::size_t>(1, ctl.trace_limit / n_stages);  // split evenly
-    const kernel_fn kernel = kernels[kk];
-    auto work = [kernel](const item& in, job_context& ctx) {
-      item it = in;
-      it.worker = ctx.worker();
-      kernel(it, ctx);
-      return it;
-    };
+    auto work = stage_worker(kernels[kk], o.retry.max_attempts);
     if (last) {
       rt.p = std::make_unique<detail::engine<item, item>>(
           o, work,
@@ -539,37 +548,28 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
               throw;
             }
           },
-          mo);
+          mo, &arena);
     } else {
       // Never called: set_forward below hands the results on instead.
       rt.p = std::make_unique<detail::engine<item, item>>(
-          o, work, [](item&&) {}, mo);
+          o, work, [](item&&) {}, mo, &arena);
     }
+    rt.p->set_key(&item_key);
+    // A stage that stops itself (its failure policy, a failing sink) stops the run.
+    rt.p->set_on_failure([&cancel_all] { cancel_all("failed", std::nullopt); });
+    rt.p->set_hook_timing(joblog.enabled());  // the hook's durations go to the joblog only
   }
   // Stage k hands on to stage k+1: offer() when called from stage k's serial node
   // (never blocks: false when full, and stage k+1 then wakes stage k), a blocking
-  // push only from stage k's wait() on this thread (after a cancel). Stage k's
-  // serial node is stage k+1's only producer, so the id stage k+1 gives the item is
-  // the next one it has not given yet.
+  // push only from stage k's wait() on this thread (after a cancel).
   for (std::size_t kk = 0; kk + 1 < n_stages; ++kk) {
     stage_runtime& next = *stages[kk + 1];
     stages[kk]->p->set_forward([&next, &dropped_between, &done_items, &joblog](item& it,
                                                                                const std::function<void()>* wake) {
       using push_result = detail::engine<item, item>::push_result;
       const std::uint64_t id = it.id;
-      {
-        const std::lock_guard lk(next.mu);
-        next.item_of[next.accepted + 1] = id;
-      }
       const push_result r = wake != nullptr ? next.p->offer(it, *wake) : next.p->push(std::move(it), nullptr, 1, {});
-      if (r == push_result::accepted) {
-        ++next.accepted;
-        return true;
-      }
-      {
-        const std::lock_guard lk(next.mu);
-        next.item_of.erase(next.accepted + 1);
-      }
+      if (r == push_result::accepted) return true;
       if (r == push_result::full) return false;  // stays in this stage until the wake-up
       // The run is cancelled: this item ends here.
       dropped_between.fetch_add(1);
@@ -644,31 +644,39 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     }
   });
 
-  // Pump the source into stage 0 on this thread.
+  // Pump the source into stage 0 on this thread, handing on up to read_ahead()
+  // items per lock of stage 0's queue (a source that may wait on outside input
+  // reads ahead by 1: each item goes on as soon as it is read).
   std::uint64_t submitted = 0, skipped = 0;
   std::string source_error;
+  std::vector<item> ahead;
+  const std::size_t read_ahead = std::clamp<std::size_t>(src->read_ahead(), 1, kMaxReadAhead);
+  ahead.reserve(read_ahead);
+  bool open = true;  // false once stage 0 refused an item (the run is cancelled)
+  const auto hand_on = [&] {
+    const std::size_t n = stages[0]->p->push_batch(ahead);
+    submitted += n;
+    open = n == ahead.size();
+    ahead.clear();
+  };
   try {
-    stage_runtime& first = *stages[0];
-    while (auto it = src->next()) {
+    while (open) {
+      auto it = src->next();
+      if (!it) break;
       if (skip(it->id)) {
         ++skipped;
         continue;
       }
-      const std::uint64_t id = it->id;
-      {
-        const std::lock_guard lk(first.mu);
-        first.item_of[first.accepted + 1] = id;
-      }
-      if (first.p->push(std::move(*it), nullptr, 1, {}) != detail::engine<item, item>::push_result::accepted) {
-        const std::lock_guard lk(first.mu);
-        first.item_of.erase(first.accepted + 1);
-        break;  // cancelled: stop reading the source
-      }
-      ++first.accepted;
-      ++submitted;
+      ahead.push_back(std::move(*it));
+      if (ahead.size() >= read_ahead) hand_on();
     }
+    if (open && !ahead.empty()) hand_on();
   } catch (const std::exception& e) {
     source_error = e.what();
+    try {
+      if (open && !ahead.empty()) hand_on();  // what was read before the failure is submitted (then cancelled)
+    } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): the source's failure is the cause
+    }
     cancel_all("failed", job_error{0, 0, error_kind::exception, "source: " + source_error});
   }
 
@@ -704,16 +712,12 @@ graph_report run_graph(const graph_spec& spec, const run_controls& ctl, const re
     r.failed += s.rep.failed;
     r.cancelled += s.rep.cancelled;
     r.retried += s.rep.retried;
-    for (auto e : s.rep.errors) {
-      auto it = s.failed_item_of.find(e.job);
-      e.job = it != s.failed_item_of.end() ? it->second : 0;
+    for (auto e : s.rep.errors) {  // e.job is the item's id (set_key)
       e.message = s.name + ": " + e.message;
       r.errors.push_back(std::move(e));
     }
     if (s.rep.cause && !stage_cause) {  // the first stage that stopped itself says why, with its message
       auto c = *s.rep.cause;
-      auto it = s.failed_item_of.find(c.job);
-      c.job = it != s.failed_item_of.end() ? it->second : 0;
       c.message = s.name + ": " + c.message;
       stage_cause = c;
     }

@@ -83,6 +83,8 @@ class files_source final : public source {
     push_dir(std::move(root));
   }
 
+  // A directory walk never waits on outside input: items (paths) are read ahead.
+  [[nodiscard]] std::size_t read_ahead() const override { return 64; }
   std::optional<item> next() override {
     if (!single_.empty()) {
       if (single_done_) return std::nullopt;
