@@ -28,9 +28,10 @@ DOC = os.path.join(ROOT, "docs", "benchmarks.md")
 IMG = os.path.join(ROOT, "docs", "img")
 KERNELS_DOC = os.path.join(ROOT, "docs", "benchmarks-kernels.md")
 
-PEERS = ["flowpool", "raw_tbb", "cpp_channels", "tbb_for", "tbb_pipeline", "omp", "asio", "moodycamel"]
+PEERS = ["flowpool", "flowpool_batch", "raw_tbb", "cpp_channels", "tbb_for", "tbb_pipeline", "omp", "asio", "moodycamel"]
 PEER_DESC = {
-    "flowpool": "flowpool::pool, capacity 1024",
+    "flowpool": "flowpool::pool, capacity 1024, one submit() per job",
+    "flowpool_batch": "flowpool::pool, capacity 1024, submit_batch() of 64 jobs at a time",
     "raw_tbb": "oneTBB flow graph: function_node(concurrency N) -> serial function_node, try_put, default arena",
     "cpp_channels": "the Go pattern in plain C++: bounded mutex+condvar channels (1024), N std::threads, one consumer",
     "tbb_for": "tbb::parallel_for in task_arena(N), per-thread partial sums, serial reduction",
@@ -49,13 +50,23 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+LAST_USAGE = {}  # CPU and context switches of the last timed_process (getrusage of the children)
+
+
 def timed_process(cmd):
-    """Runs cmd; returns (wall seconds of the whole process, peak RSS bytes, stdout)."""
+    """Runs cmd; returns (wall seconds of the whole process, stdout). LAST_USAGE then holds
+    its CPU time (user + sys, ms) and context switches (voluntary + involuntary)."""
     print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate()
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_USAGE.clear()
+    LAST_USAGE.update({
+        "cpu_ms": ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1e3,
+        "context_switches": (after.ru_nvcsw - before.ru_nvcsw) + (after.ru_nivcsw - before.ru_nivcsw)})
     # ru_maxrss of the children so far is a maximum over all of them; wait4 per child
     # is not available after communicate(), so each process reports its own VmHWM too.
     if p.returncode != 0:
@@ -124,16 +135,27 @@ def cmd_run(a):
                 wall, out = timed_process([gopool, "-workload", gw, "-jobs", str(jobs), "-workers", str(n), *goargs])
                 d = json.loads(out.strip().splitlines()[-1])
                 proc.append({"peer": "go", "workload": wl, "jobs": jobs, "workers": n, "rep": r,
-                             "process_wall_ms": wall * 1e3, "inprocess_wall_ms": d["wall_ns"] / 1e6})
-            wall, out = timed_process([stream, "flowpool", str(jobs), str(n), *fpargs])
-            d = parse_kv(out.strip().splitlines()[-1])
-            proc.append({"peer": "flowpool_driver", "workload": wl, "jobs": jobs, "workers": n, "rep": r,
-                         "process_wall_ms": wall * 1e3, "inprocess_wall_ms": float(d["wall_ms"])})
+                             "process_wall_ms": wall * 1e3, "inprocess_wall_ms": d["wall_ns"] / 1e6, **LAST_USAGE})
+            for driver, label in (("flowpool", "flowpool_driver"), ("flowpool_batch", "flowpool_batch_driver")):
+                wall, out = timed_process([stream, driver, str(jobs), str(n), *fpargs])
+                d = parse_kv(out.strip().splitlines()[-1])
+                proc.append({"peer": label, "workload": wl, "jobs": jobs, "workers": n, "rep": r,
+                             "process_wall_ms": wall * 1e3, "inprocess_wall_ms": float(d["wall_ms"]), **LAST_USAGE})
             if os.path.exists(flowpool_cli):
                 spec = cli_spec(wl, jobs, n)
                 wall, out = timed_process([flowpool_cli, "run", spec])
                 proc.append({"peer": "flowpool_cli", "workload": wl, "jobs": jobs, "workers": n, "rep": r,
-                             "process_wall_ms": wall * 1e3, "spec": os.path.relpath(spec, ROOT)})
+                             "process_wall_ms": wall * 1e3, "spec": os.path.relpath(spec, ROOT), **LAST_USAGE})
+    # The CLI with 1 and 3 stages of the empty kernel over the same 300k items: what a
+    # stage costs per item (the 3-stage wall over the 1-stage wall).
+    if os.path.exists(flowpool_cli):
+        for r in range(reps_p):
+            for stages in (1, 3):
+                spec = cli_spec("empty", 300_000, 2, stages)
+                wall, out = timed_process([flowpool_cli, "run", spec])
+                proc.append({"peer": "flowpool_cli", "workload": f"empty_{stages}stage", "jobs": 300_000,
+                             "workers": 2, "rep": r, "process_wall_ms": wall * 1e3,
+                             "spec": os.path.relpath(spec, ROOT), **LAST_USAGE})
     # cancel with 1M queued, Go pattern
     if have_go:
         for r in range(reps_p):
@@ -173,17 +195,19 @@ def run_callgrind(a):
         json.dump({"context": context(a), "runs": cg}, f, indent=1)
 
 
-def cli_spec(workload, jobs, n):
-    """A graph spec for flowpool's CLI with the same workload (range source, count sink)."""
+def cli_spec(workload, jobs, n, stages=1):
+    """A graph spec for flowpool's CLI with the same workload (range source, count sink),
+    the kernel repeated in `stages` stages of N workers each."""
     d = os.path.join(tempfile.gettempdir(), "flowpool-bench")
     os.makedirs(d, exist_ok=True)
     if workload == "sleep50ms":
         stage = {"name": "work", "kernel": "sleep", "workers": n, "params": {"ms": 50}}
     else:
         stage = {"name": "work", "kernel": "spin", "workers": n, "params": {"iterations": 0}}
-    spec = {"name": f"bench-{workload}", "source": {"type": "range", "count": jobs}, "stages": [stage],
+    chain = [dict(stage, name=f"work{k + 1}") if stages > 1 else stage for k in range(stages)]
+    spec = {"name": f"bench-{workload}", "source": {"type": "range", "count": jobs}, "stages": chain,
             "sink": {"type": "count"}, "options": {"capacity": 1024}}
-    path = os.path.join(d, f"{workload}-{jobs}-{n}.json")
+    path = os.path.join(d, f"{workload}-{jobs}-{n}-{stages}.json")
     with open(path, "w") as f:
         json.dump(spec, f)
     return path
@@ -396,11 +420,14 @@ def cmd_report(a):
       "do the same work. `flowpool_cli` is `build/bench/flowpool run SPEC` with a generated graph spec: `range` "
       "source, `spin` kernel with 0 iterations (or `sleep` 50 ms), `count` sink, capacity 1024. The CLI "
       "runs the graph-spec machinery for every item (its item records, the kernel and sink interfaces), so "
-      "the driver is the like-for-like comparison; the CLI row shows what a spec user gets.")
+      "the driver is the like-for-like comparison; the CLI row shows what a spec user gets. CPU is user + "
+      "sys time and context switches are voluntary + involuntary, both from `getrusage` of the child "
+      "(median of the repetitions). `empty_1stage` and `empty_3stage` run the CLI over the same 300k "
+      "items with 1 and 3 stages of the empty kernel at N=2 each.")
     w("")
     if proc_doc:
-        w("| workload | jobs | N | peer | process wall | in-process wall | × Go (process) |")
-        w("|---|---|---|---|---|---|---|")
+        w("| workload | jobs | N | peer | process wall | in-process wall | × Go (process) | CPU | context switches |")
+        w("|---|---|---|---|---|---|---|---|---|")
         groups = {}
         for r in proc_doc["runs"]:
             if "process_wall_ms" in r:
@@ -410,7 +437,16 @@ def cmd_report(a):
             ip = median([r["inprocess_wall_ms"] for r in rs if "inprocess_wall_ms" in r])
             g = groups.get((wl, jobs, n, "go"))
             ratio = f"{pw / median([r['process_wall_ms'] for r in g]):.2f}" if g else "—"
-            w(f"| `{wl}` | {jobs:,} | {n} | `{peer}` | {pw:.1f} ms | {'—' if ip is None else f'{ip:.1f} ms'} | {ratio} |")
+            cpu = median([r["cpu_ms"] for r in rs if "cpu_ms" in r])
+            cs = median([r["context_switches"] for r in rs if "context_switches" in r])
+            w(f"| `{wl}` | {jobs:,} | {n} | `{peer}` | {pw:.1f} ms | {'—' if ip is None else f'{ip:.1f} ms'} | {ratio} "
+              f"| {'—' if cpu is None else f'{cpu:.0f} ms'} | {'—' if cs is None else f'{cs:,.0f}'} |")
+        one = groups.get(("empty_1stage", 300_000, 2, "flowpool_cli"))
+        three = groups.get(("empty_3stage", 300_000, 2, "flowpool_cli"))
+        if one and three:
+            ratio3 = median([r["process_wall_ms"] for r in three]) / median([r["process_wall_ms"] for r in one])
+            w("")
+            w(f"3 stages against 1 stage of the CLI, same 300k items: **{ratio3:.2f}×** the wall time.")
         w("")
 
     # ---- RSS
