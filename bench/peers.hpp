@@ -65,15 +65,18 @@ inline const std::vector<std::string>& peer_names() {
   return names;
 }
 
+/// flowpool::pool, one submit() per job; `metrics`: with metrics on (the metrics cost).
 template <class Work>
-std::uint64_t run_flowpool(int workers, std::uint64_t jobs, Work work) {
+std::uint64_t run_flowpool(int workers, std::uint64_t jobs, Work work, bool metrics = false) {
   flowpool::pool_options o;
   o.workers = workers;
   o.capacity = kCapacity;
+  flowpool::metrics_options mo;
+  mo.enabled = metrics;
   std::uint64_t sum = 0;
   flowpool::pool<std::uint64_t, std::uint64_t> pool(
       o, [work](const std::uint64_t& j, flowpool::job_context&) { return work(j); },
-      [&sum](std::uint64_t&& r) { sum += r; });
+      [&sum](std::uint64_t&& r) { sum += r; }, mo);
   for (std::uint64_t i = 0; i < jobs; ++i) pool.submit(std::uint64_t{i});
   pool.close();
   (void)pool.wait();
@@ -306,6 +309,7 @@ template <class Work>
 std::uint64_t run_peer(std::string_view name, int workers, std::uint64_t jobs, Work work) {
   if (name == "flowpool") return run_flowpool(workers, jobs, work);
   if (name == "flowpool_batch") return run_flowpool_batch(workers, jobs, work);
+  if (name == "flowpool_metrics") return run_flowpool(workers, jobs, work, true);  // not a table peer
   if (name == "raw_tbb") return run_raw_tbb(workers, jobs, work);
   if (name == "cpp_channels") return run_cpp_channels(workers, jobs, work);
   if (name == "tbb_for") return run_tbb_for(workers, jobs, work);
