@@ -62,6 +62,7 @@
 #include <x86intrin.h>
 #endif
 
+#include "flowpool/detail/reorder_window.hpp"
 #include "flowpool/detail/runtime.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
@@ -803,6 +804,7 @@ class engine {
 
   // How many new worker tokens to dispatch now. Called with mu_ held.
   int dispatch_count_locked() {
+    if (active_ >= n_) return 0;  // every worker is out already (most submits of a busy pool)
     const std::size_t want = std::min<std::size_t>(pullable_locked(), static_cast<std::size_t>(n_ - active_));
     active_ += static_cast<int>(want);
     // Keep the graph "busy" between deciding to dispatch and the token landing,
@@ -860,7 +862,7 @@ class engine {
   bool throttled_locked() const {
     if (heap_.size() + ready_.size() >= outcome_limit_) return true;
     if (opts_.ordered) {
-      return next_pop_id_ >= next_deliver_.load(std::memory_order_acquire) + window_;
+      return next_pop_id_ >= reorder_.next() + window_;
     }
     return pending_count_.load(std::memory_order_acquire) >= outcome_limit_;
   }
@@ -874,7 +876,7 @@ class engine {
     b = std::min<std::size_t>(b, cost == 0 ? 1 : static_cast<std::size_t>(batch_budget_ns / cost));
     b = std::clamp<std::size_t>(b, 1, opts_.max_batch);
     if (opts_.ordered) {
-      const std::uint64_t limit = next_deliver_.load(std::memory_order_acquire) + window_;
+      const std::uint64_t limit = reorder_.next() + window_;
       b = std::min<std::size_t>(b, static_cast<std::size_t>(limit - next_pop_id_));
     }
     return std::min(b, queue_.size());
@@ -1273,51 +1275,22 @@ class engine {
       }
       for (; i < batch.size(); ++i) stalled_.push_back(std::move(batch[i]));  // behind the stalled one
     } else {
-      for (auto& o : batch) park(std::move(o));
+      for (auto& o : batch) reorder_.park(std::move(o));
       deliver_in_order();
     }
     publish_delivered();
   }
 
-  // Ordered mode: the reorder window, allocated as it is used. A ring indexed by
-  // id & (size - 1), holding the outcomes of ids [next_deliver_, next_deliver_ +
-  // size); it doubles when an outcome lands past its end, so it never exceeds
-  // twice the span of ids in flight (at most the window). Aggregator only.
-  void park(outcome&& o) {
-    const std::uint64_t base = next_deliver_.load(std::memory_order_relaxed);
-    if (o.id - base >= reorder_.size()) grow_reorder(o.id - base);
-    reorder_[static_cast<std::size_t>(o.id & (reorder_.size() - 1))].emplace(std::move(o));
-  }
-
-  void grow_reorder(std::uint64_t span) {
-    std::size_t size = reorder_.empty() ? 64 : reorder_.size();
-    while (size <= span) size *= 2;
-    std::vector<std::optional<outcome>> next(size);
-    // Every parked id is in [next_deliver_, next_deliver_ + old size): no two collide.
-    for (auto& slot : reorder_) {
-      if (slot) next[static_cast<std::size_t>(slot->id & (size - 1))] = std::move(slot);
-    }
-    reorder_.swap(next);
-  }
-
-  std::optional<outcome>* parked(std::uint64_t id) {
-    if (reorder_.empty()) return nullptr;
-    auto& slot = reorder_[static_cast<std::size_t>(id & (reorder_.size() - 1))];
-    return slot && slot->id == id ? &slot : nullptr;
-  }
-
+  // Ordered mode: delivers the parked outcomes whose turn it is (reorder_window).
   void deliver_in_order() {
-    std::uint64_t next = next_deliver_.load(std::memory_order_relaxed);
     stalled_ordered_ = false;
-    while (auto* slot = parked(next)) {
-      if (!deliver_ordered(**slot)) {  // stays parked: the window stops here until a wake-up
+    while (auto* o = reorder_.front()) {
+      if (!deliver_ordered(*o)) {  // stays parked: the window stops here until a wake-up
         stalled_ordered_ = true;
         break;
       }
-      slot->reset();
-      ++next;
+      reorder_.pop_front();
     }
-    next_deliver_.store(next, std::memory_order_release);
   }
 
   // ---- stalled hand-offs (a graph run's stages before the last) --------------------------
@@ -1587,10 +1560,10 @@ class engine {
     }
     fold(tail);
     if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
-      for (std::uint64_t id = next_deliver_.load(std::memory_order_relaxed); id < next_pop_id_; ++id) {
-        if (auto* slot = parked(id)) {
-          (void)deliver_ordered(**slot);  // never refused here: blocking_forward_
-          slot->reset();
+      for (std::uint64_t id = reorder_.next(); id < next_pop_id_; ++id) {
+        if (auto* o = reorder_.find(id)) {
+          (void)deliver_ordered(*o);  // never refused here: blocking_forward_
+          reorder_.erase(id);
         } else if (was_cancelled) {
           ordered_cut_ = true;  // a gap: nothing behind it is delivered as succeeded
         }
@@ -1715,8 +1688,7 @@ class engine {
   std::atomic<bool> has_policies_{false};  // set once a job is submitted with its own policy
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
-  std::vector<std::optional<outcome>> reorder_;  // ordered mode: a power-of-two ring, or empty
-  std::atomic<std::uint64_t> next_deliver_{1};
+  reorder_window<outcome> reorder_;  // ordered mode (next() is read by the workers)
   bool ordered_cut_ = false;  // ordered mode, cancelled: outcomes from here on end cancelled
   std::uint64_t n_succeeded_ = 0;
   std::uint64_t n_failed_ = 0;
