@@ -45,7 +45,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <queue>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -63,6 +62,7 @@
 #endif
 
 #include "flowpool/detail/reorder_window.hpp"
+#include "flowpool/detail/retry_queue.hpp"
 #include "flowpool/detail/runtime.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
@@ -763,13 +763,6 @@ class engine {
     std::int64_t ready_at = 0;  // metrics: when it entered the queue (or its backoff ended), ns
   };
 
-  struct delayed {  // a job in backoff, ordered by when it is due
-    clock::time_point due;
-    std::uint64_t seq;  // FIFO among equal due times
-    std::shared_ptr<work_item> item;
-    bool operator>(const delayed& o) const { return due != o.due ? due > o.due : seq > o.seq; }
-  };
-
   struct outcome {
     std::uint64_t id = 0;   // submission order (the reorder window's index)
     std::uint64_t key = 0;  // the id it is reported under (set_key; else id)
@@ -799,7 +792,7 @@ class engine {
   // Jobs a worker could pull right now. Called with mu_ held.
   std::size_t pullable_locked() const {
     if (cancelled_) return 0;
-    return ready_.size() + (throttled_locked() ? 0 : queue_.size());
+    return retries_.ready() + (throttled_locked() ? 0 : queue_.size());
   }
 
   // How many new worker tokens to dispatch now. Called with mu_ held.
@@ -860,7 +853,7 @@ class engine {
   // reorder window. Ready retries are always pulled: they are older than anything
   // in the FIFO.
   bool throttled_locked() const {
-    if (heap_.size() + ready_.size() >= outcome_limit_) return true;
+    if (retries_.size() >= outcome_limit_) return true;
     if (opts_.ordered) {
       return next_pop_id_ >= reorder_.next() + window_;
     }
@@ -901,9 +894,8 @@ class engine {
       wid = free_ids_.back();
       free_ids_.pop_back();
       auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
-      if (!ready_.empty()) {  // a retry that is due goes first
-        retries.push_back(std::move(ready_.front()));
-        ready_.pop_front();
+      if (retries_.has_ready()) {  // a retry that is due goes first
+        retries.push_back(retries_.pop_ready());
       } else {
         const std::size_t count = batch_size_locked(wid);
         for (std::size_t i = 0; i < count; ++i) {
@@ -1175,7 +1167,7 @@ class engine {
       graph_->release_wait();
       return;
     }
-    heap_.push(delayed{due, retry_seq_++, std::move(next)});
+    retries_.schedule(due, std::move(next));
     start_timer_locked();
     timer_.arm(due);
   }
@@ -1203,12 +1195,8 @@ class engine {
     clock::time_point next = clock::time_point::max();
     {
       const std::lock_guard lk(mu_);
-      while (!heap_.empty() && heap_.top().due <= now) {
-        ready_.push_back(heap_.top().item);
-        heap_.pop();
-        ++moved;
-      }
-      if (!heap_.empty()) next = heap_.top().due;
+      moved = retries_.move_due(now);
+      next = retries_.next_due();
       if (!deadline_fired_ && run_deadline_ != clock::time_point::max() && !cancelled_) {
         next = std::min(next, run_deadline_);
       }
@@ -1470,7 +1458,7 @@ class engine {
       if (why == cancel_cause::deadline) deadline_fired_ = true;
       if (cancelled_ || finishing_) return;
       // A cancel or deadline that comes after every job finished changes nothing.
-      if (why != cancel_cause::failure && closed_ && queue_.empty() && heap_.empty() && ready_.empty() &&
+      if (why != cancel_cause::failure && closed_ && queue_.empty() && retries_.empty() &&
           active_ == 0 && pending_count_.load(std::memory_order_acquire) == 0) {
         return;
       }
@@ -1489,13 +1477,7 @@ class engine {
       queued_cancelled_pub_.store(next_id_ - next_pop_id_, std::memory_order_relaxed);
       depth_pub_.store(0, std::memory_order_relaxed);
       // Jobs in backoff, or due and not yet pulled, end cancelled too.
-      released_backoffs = heap_.size();
-      while (!heap_.empty()) {
-        retry_cancelled_.push_back(heap_.top().item);
-        heap_.pop();
-      }
-      for (auto& r : ready_) retry_cancelled_.push_back(std::move(r));
-      ready_.clear();
+      released_backoffs = retries_.take_all(retry_cancelled_);
       // An upstream stage waiting for room learns of the cancel (its hand-off now
       // says cancelled); a hand-off of ours that waits for room is finished by
       // finish(), after the graph went idle.
@@ -1661,10 +1643,8 @@ class engine {
   cancel_cause cause_kind_ = cancel_cause::none;
   std::optional<job_error> cause_;
   std::vector<int> free_ids_;
-  std::priority_queue<delayed, std::vector<delayed>, std::greater<>> heap_;  // jobs in backoff
-  std::deque<std::shared_ptr<work_item>> ready_;                             // retries that are due
-  std::vector<std::shared_ptr<work_item>> retry_cancelled_;                  // retries cut by cancel
-  std::uint64_t retry_seq_ = 0;
+  retry_queue<work_item> retries_;                           // jobs in backoff, and retries due
+  std::vector<std::shared_ptr<work_item>> retry_cancelled_;  // retries cut by cancel
   using waiter_list = std::vector<const std::function<void()>*>;
   waiter_list room_waiters_;  // upstream stages whose hand-off found the queue full
   bool stall_held_ = false;   // a graph reservation held while our own hand-off is stalled
