@@ -168,20 +168,13 @@ class pool {
         engine_->push(std::move(job), std::make_shared<const retry_policy>(std::move(policy)), 1, {}));
   }
 
-  /// Submits without blocking. @returns false if the queue is full or the run
-  /// is cancelled (`cancelled()` tells which). @throws flowpool::error after close().
-  /// Thread-safe.
-  ///
-  /// @code
-  ///   while (!pool.try_submit(job) && !pool.cancelled()) do_something_else();
-  /// @endcode
   /// Submits every job of `jobs`, in order, blocking while the queue is full (like
   /// submit()), and takes the queue's lock once per run of jobs that fits instead of
   /// once per job: for a producer that has several jobs at hand. Moves from each job
   /// it accepts. Returns how many it accepted: `jobs.size()`, or fewer once the run
   /// is cancelled (the jobs after that count are left as they were). Jobs get ids in
-  /// order, as if submitted one by one. Thread-safe; a concurrent submit() may
-  /// interleave between runs, never inside one.
+  /// order, as if submitted one by one. Thread-safe: a concurrent submit() may
+  /// come between two runs of jobs, never inside one.
   /// @throws flowpool::error (errc::closed) after close().
   ///
   /// @code
@@ -190,6 +183,13 @@ class pool {
   /// @endcode
   std::size_t submit_batch(std::span<Job> jobs) { return engine_->push_batch(jobs); }
 
+  /// Submits without blocking. @returns false if the queue is full or the run
+  /// is cancelled (`cancelled()` tells which). @throws flowpool::error after close().
+  /// Thread-safe.
+  ///
+  /// @code
+  ///   while (!pool.try_submit(job) && !pool.cancelled()) do_something_else();
+  /// @endcode
   [[nodiscard]] bool try_submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, 0, {})); }
 
   /// Submits, waiting at most `timeout` for room in the queue. A timeout too long
