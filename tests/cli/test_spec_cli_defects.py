@@ -5,6 +5,7 @@ find, -q hiding a failure, oversized specs on a pipe, and exact integer limits.
 
 Run by ctest: test_spec_cli_defects.py FLOWPOOL_BINARY REPO_DIR TestClass."""
 import codecs
+import errno
 import json
 import os
 import re
@@ -28,6 +29,23 @@ def run(*args, timeout=60, stdin=None, input=None, preexec_fn=None):
     # stdout is data (a sink may print the bytes of a file name) and messages may quote names:
     # undecodable bytes are kept as surrogates.
     return p.returncode, p.stdout.decode("utf-8", "surrogateescape"), p.stderr.decode("utf-8", "surrogateescape")
+
+
+def remove_tree_being_written(path):
+    """rmtree of a directory a running flowpool still writes into (PATH.tmp, then a rename
+    over PATH): an entry can vanish between rmtree listing it and unlinking it, or a new
+    one appear before the rmdir. Retries until the directory is gone."""
+    for _ in range(200):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            if not os.path.exists(path):
+                return
+        except OSError as e:
+            if e.errno != errno.ENOTEMPTY:
+                raise
+    shutil.rmtree(path)
 
 
 def graph(name):
@@ -223,7 +241,7 @@ class OutputPathTests(unittest.TestCase):
         os.mkdir(sub)
         p = self.slow_run("--metrics", os.path.join(sub, "m.prom"), "--metrics-interval", "20ms")
         time.sleep(0.3)
-        shutil.rmtree(sub)
+        remove_tree_being_written(sub)  # written every 20 ms: plain rmtree can race the rename
         out, err = p.communicate(timeout=60)
         self.assertNotEqual(p.returncode, 0, err)
         self.assertEqual(err.count("--metrics: cannot write"), 1, err)
