@@ -60,8 +60,8 @@ inline constexpr std::size_t kCapacity = 1024;  ///< queue/token bound of the bo
 
 /// Every in-process peer, in table order.
 inline const std::vector<std::string>& peer_names() {
-  static const std::vector<std::string> names{"flowpool", "flowpool_batch", "raw_tbb", "cpp_channels", "tbb_for",
-                                              "tbb_pipeline", "omp", "asio", "moodycamel"};
+  static const std::vector<std::string> names{
+      "flowpool", "flowpool_batch", "raw_tbb", "cpp_channels", "tbb_for", "tbb_pipeline", "omp", "asio", "moodycamel"};
   return names;
 }
 

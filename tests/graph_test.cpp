@@ -105,12 +105,13 @@ TEST_CASE("a retried item comes back to its kernel as it came, and the last atte
   // only a kernel run on a copy (an attempt that may be retried) keeps the retry
   // from seeing the first attempt's append.
   flowpool::registry reg = flowpool::registry::global();
-  reg.add_kernel({"append-then-fail", "appends '+', fails attempt 1", {}, [](const nlohmann::json&) -> flowpool::kernel_fn {
-                    return [](flowpool::item& it, flowpool::job_context& ctx) {
-                      it.value += "+";
-                      if (ctx.attempt() == 1) throw std::runtime_error("first attempt");
-                    };
-                  }});
+  reg.add_kernel(
+      {"append-then-fail", "appends '+', fails attempt 1", {}, [](const nlohmann::json&) -> flowpool::kernel_fn {
+         return [](flowpool::item& it, flowpool::job_context& ctx) {
+           it.value += "+";
+           if (ctx.attempt() == 1) throw std::runtime_error("first attempt");
+         };
+       }});
   for (const int stages : {1, 3}) {
     CAPTURE(stages);
     auto doc = base_spec();
@@ -182,10 +183,13 @@ class counting_sink final : public flowpool::sink {
 TEST_CASE("a source that does not read ahead has each item handed on before its next() is called", "[graph]") {
   std::atomic<std::uint64_t> consumed{0};
   flowpool::registry reg = flowpool::registry::global();
-  reg.add_source({"lockstep", "one item at a time", {}, [&](const nlohmann::json&) -> std::unique_ptr<flowpool::source> {
-                    return std::make_unique<lockstep_source>(200, consumed);
-                  }});
-  reg.add_sink({"counting", "counts into an atomic", {},
+  reg.add_source(
+      {"lockstep", "one item at a time", {}, [&](const nlohmann::json&) -> std::unique_ptr<flowpool::source> {
+         return std::make_unique<lockstep_source>(200, consumed);
+       }});
+  reg.add_sink({"counting",
+                "counts into an atomic",
+                {},
                 [&](const nlohmann::json&, const flowpool::sink_env&) -> std::unique_ptr<flowpool::sink> {
                   return std::make_unique<counting_sink>(consumed);
                 }});
@@ -218,10 +222,11 @@ TEST_CASE("a failure in the last stage stops every stage and the source at once"
   doc["source"]["count"] = 100000;
   doc["stages"] = nlohmann::json::array();
   for (int k = 0; k < stages; ++k) {
-    doc["stages"].push_back({{"name", "s" + std::to_string(k)},
-                             {"kernel", k + 1 == stages ? "fail-300" : "spin"},
-                             {"workers", 2},
-                             {"params", k + 1 == stages ? nlohmann::json::object() : nlohmann::json{{"iterations", 1000}}}});
+    doc["stages"].push_back(
+        {{"name", "s" + std::to_string(k)},
+         {"kernel", k + 1 == stages ? "fail-300" : "spin"},
+         {"workers", 2},
+         {"params", k + 1 == stages ? nlohmann::json::object() : nlohmann::json{{"iterations", 1000}}}});
   }
   doc["options"]["on_error"] = "fail_fast";
   doc["options"]["capacity"] = 16;

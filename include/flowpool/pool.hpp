@@ -288,8 +288,9 @@ class pool {
                   "flowpool::pool: the worker must be callable as Result(const Job&, flowpool::job_context&)");
     // The engine passes the job mutable; a pool's worker sees it as const (it is
     // retried as it was).
-    return typename engine_type::worker_fn(
-        [w = std::forward<Worker>(w)](Job& job, job_context& ctx) mutable -> Result { return w(std::as_const(job), ctx); });
+    return typename engine_type::worker_fn([w = std::forward<Worker>(w)](Job& job, job_context& ctx) mutable -> Result {
+      return w(std::as_const(job), ctx);
+    });
   }
   template <class Aggregator>
   static typename engine_type::aggregator_fn check_aggregator(Aggregator&& a) {

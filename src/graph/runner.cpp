@@ -608,9 +608,8 @@ class graph_run {
     if (rec.status != job_status::failed) return;
     failed_.fetch_add(1, std::memory_order_relaxed);
     if (threshold_ > 0 && final_failures_.fetch_add(1) + 1 >= threshold_) {
-      cancel_all(run_end::failed,
-                 job_error{rec.job, rec.attempts, error_kind::exception,
-                           "stage " + stages_[k]->name + " failed item " + std::to_string(rec.job)});
+      cancel_all(run_end::failed, job_error{rec.job, rec.attempts, error_kind::exception,
+                                            "stage " + stages_[k]->name + " failed item " + std::to_string(rec.job)});
     }
   }
 

@@ -225,8 +225,7 @@ class metrics_clock {
 // once. Outlives the engines built on it.
 class shared_arena {
  public:
-  explicit shared_arena(int workers)
-      : lease_(workers), arena_(workers + 1, 1) {
+  explicit shared_arena(int workers) : lease_(workers), arena_(workers + 1, 1) {
     arena_.initialize();  // may create oneTBB's thread pool: the lease covers that
     lease_.confirm();
   }
@@ -1458,8 +1457,8 @@ class engine {
       if (why == cancel_cause::deadline) deadline_fired_ = true;
       if (cancelled_ || finishing_) return;
       // A cancel or deadline that comes after every job finished changes nothing.
-      if (why != cancel_cause::failure && closed_ && queue_.empty() && retries_.empty() &&
-          active_ == 0 && pending_count_.load(std::memory_order_acquire) == 0) {
+      if (why != cancel_cause::failure && closed_ && queue_.empty() && retries_.empty() && active_ == 0 &&
+          pending_count_.load(std::memory_order_acquire) == 0) {
         return;
       }
       cancelled_ = true;
@@ -1557,7 +1556,8 @@ class engine {
     if (was_cancelled) {
       queued_cancelled = next_id_ - cancelled_from;
       for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
-        const std::uint64_t key = id - cancelled_from < cancelled_keys_.size() ? cancelled_keys_[id - cancelled_from] : id;
+        const std::uint64_t key =
+            id - cancelled_from < cancelled_keys_.size() ? cancelled_keys_[id - cancelled_from] : id;
         if (opts_.on_job_done) call_hook(job_record{key, job_status::cancelled, 0, 0, {}});
       }
     }
@@ -1676,9 +1676,9 @@ class engine {
   std::uint64_t n_delivered_ = 0;  // terminal outcomes folded; published per batch (completed_pub_)
   bool aggregator_failed_ = false;
   bool hook_failed_ = false;
-  bool hook_timing_ = true;         // set_hook_timing
+  bool hook_timing_ = true;           // set_hook_timing
   std::function<void()> on_failure_;  // set_on_failure
-  key_fn key_ = nullptr;  // set_key: the job's own id, reported instead of the submission order
+  key_fn key_ = nullptr;              // set_key: the job's own id, reported instead of the submission order
   forward_fn forward_;                                                // set: results go to the next stage (set_forward)
   const std::function<void()> wake_ = [this] { wake_aggregator(); };  // handed to the next stage
   std::deque<outcome> stalled_;    // unordered: outcomes waiting for room downstream, in order
