@@ -65,39 +65,34 @@ inline const std::vector<std::string>& peer_names() {
   return names;
 }
 
-/// flowpool::pool, one submit() per job; `metrics`: with metrics on (the metrics cost).
+/// How the flowpool peers feed their pool.
+enum class fp_feed : std::uint8_t {
+  submit,          ///< one submit() per job
+  submit_metrics,  ///< one submit() per job, metrics on (the metrics cost; not a table peer)
+  batch,           ///< submit_batch() of 64 jobs at a time: one queue lock per run of jobs
+};
+
+/// flowpool::pool, capacity 1024, fed as `feed` says.
 template <class Work>
-std::uint64_t run_flowpool(int workers, std::uint64_t jobs, Work work, bool metrics = false) {
+std::uint64_t run_flowpool(int workers, std::uint64_t jobs, Work work, fp_feed feed = fp_feed::submit) {
   flowpool::pool_options o;
   o.workers = workers;
   o.capacity = kCapacity;
   flowpool::metrics_options mo;
-  mo.enabled = metrics;
+  mo.enabled = feed == fp_feed::submit_metrics;
   std::uint64_t sum = 0;
   flowpool::pool<std::uint64_t, std::uint64_t> pool(
       o, [work](const std::uint64_t& j, flowpool::job_context&) { return work(j); },
       [&sum](std::uint64_t&& r) { sum += r; }, mo);
-  for (std::uint64_t i = 0; i < jobs; ++i) pool.submit(std::uint64_t{i});
-  pool.close();
-  (void)pool.wait();
-  return sum;
-}
-
-/// flowpool::pool fed with submit_batch(), 64 jobs per call: one queue lock per run of jobs.
-template <class Work>
-std::uint64_t run_flowpool_batch(int workers, std::uint64_t jobs, Work work) {
-  flowpool::pool_options o;
-  o.workers = workers;
-  o.capacity = kCapacity;
-  std::uint64_t sum = 0;
-  flowpool::pool<std::uint64_t, std::uint64_t> pool(
-      o, [work](const std::uint64_t& j, flowpool::job_context&) { return work(j); },
-      [&sum](std::uint64_t&& r) { sum += r; });
-  std::array<std::uint64_t, 64> batch{};
-  for (std::uint64_t i = 0; i < jobs;) {
-    std::size_t n = 0;
-    for (; n < batch.size() && i < jobs; ++n, ++i) batch[n] = i;
-    (void)pool.submit_batch(std::span<std::uint64_t>(batch.data(), n));
+  if (feed == fp_feed::batch) {
+    std::array<std::uint64_t, 64> batch{};
+    for (std::uint64_t i = 0; i < jobs;) {
+      std::size_t n = 0;
+      for (; n < batch.size() && i < jobs; ++n, ++i) batch[n] = i;
+      (void)pool.submit_batch(std::span<std::uint64_t>(batch.data(), n));
+    }
+  } else {
+    for (std::uint64_t i = 0; i < jobs; ++i) pool.submit(std::uint64_t{i});
   }
   pool.close();
   (void)pool.wait();
@@ -308,8 +303,8 @@ std::uint64_t run_moodycamel(int workers, std::uint64_t jobs, Work work) {
 template <class Work>
 std::uint64_t run_peer(std::string_view name, int workers, std::uint64_t jobs, Work work) {
   if (name == "flowpool") return run_flowpool(workers, jobs, work);
-  if (name == "flowpool_batch") return run_flowpool_batch(workers, jobs, work);
-  if (name == "flowpool_metrics") return run_flowpool(workers, jobs, work, true);  // not a table peer
+  if (name == "flowpool_batch") return run_flowpool(workers, jobs, work, fp_feed::batch);
+  if (name == "flowpool_metrics") return run_flowpool(workers, jobs, work, fp_feed::submit_metrics);
   if (name == "raw_tbb") return run_raw_tbb(workers, jobs, work);
   if (name == "cpp_channels") return run_cpp_channels(workers, jobs, work);
   if (name == "tbb_for") return run_tbb_for(workers, jobs, work);

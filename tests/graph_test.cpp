@@ -19,6 +19,17 @@ nlohmann::json base_spec() {
     "options": {"capacity": 4}
   })");
 }
+
+// Validates and runs `doc` with `reg`; what the sink writes goes to `out`.
+flowpool::graph_report run_capturing(const nlohmann::json& doc, const flowpool::registry& reg, std::string& out) {
+  const auto spec = flowpool::validate_spec(doc, reg);
+  std::ostringstream sink_out;
+  flowpool::run_controls ctl;
+  ctl.out = &sink_out;
+  auto r = flowpool::run_graph(spec, ctl, reg);
+  out = sink_out.str();
+  return r;
+}
 }  // namespace
 
 TEST_CASE("validation fills defaults and reports every problem with its path", "[graph]") {
@@ -76,11 +87,8 @@ TEST_CASE("a kernel registered from C++ runs in a multi-stage graph, and items a
   doc["stages"].push_back({{"name", "b"}, {"kernel", "upper"}, {"workers", 3}});
   doc["sink"] = {{"type", "print"}, {"format", "{id}={value}"}};
   doc["options"]["ordered"] = true;
-  const auto spec = flowpool::validate_spec(doc, reg);
-  std::ostringstream out;
-  flowpool::run_controls ctl;
-  ctl.out = &out;
-  const auto r = flowpool::run_graph(spec, ctl, reg);
+  std::string out;
+  const auto r = run_capturing(doc, reg, out);
   CHECK(r.status == "failed");
   CHECK(r.submitted == 50);
   CHECK(r.succeeded == 49);
@@ -88,7 +96,7 @@ TEST_CASE("a kernel registered from C++ runs in a multi-stage graph, and items a
   REQUIRE(r.errors.size() == 1);
   CHECK(r.errors[0].job == 7);
   CHECK_THAT(r.errors[0].message, Catch::Contains("seven is unlucky"));
-  std::istringstream lines(out.str());
+  std::istringstream lines(out);
   std::string line;
   int expect = 1;
   while (std::getline(lines, line)) {
@@ -123,15 +131,12 @@ TEST_CASE("a retried item comes back to its kernel as it came, and the last atte
     doc["options"]["ordered"] = true;
     doc["options"]["retries"] = 1;
     doc["options"]["backoff"] = "1ms";
-    const auto spec = flowpool::validate_spec(doc, reg);
-    std::ostringstream out;
-    flowpool::run_controls ctl;
-    ctl.out = &out;
-    const auto r = flowpool::run_graph(spec, ctl, reg);
+    std::string out;
+    const auto r = run_capturing(doc, reg, out);
     CHECK(r.status == "ok");
     CHECK(r.succeeded == 50);
     CHECK(r.retried == static_cast<std::uint64_t>(50 * stages));
-    std::istringstream lines(out.str());
+    std::istringstream lines(out);
     std::string line;
     int expect = 1;
     while (std::getline(lines, line)) {
