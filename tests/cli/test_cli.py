@@ -35,6 +35,8 @@ class SeedTests(unittest.TestCase):
             self.assertRegex(l, r"^job=\d worker-[123] done$")
 
     def test_seed_timing_and_summary(self):
+        # A sanitizer build runs several times slower: there only the output is checked.
+        bound = 400 if not os.environ.get("FLOWPOOL_SANITIZE") else float("inf")
         best = None
         for _ in range(2):  # one retry on a noisy machine
             t0 = time.monotonic()
@@ -42,9 +44,9 @@ class SeedTests(unittest.TestCase):
             ms = (time.monotonic() - t0) * 1000
             self.assertEqual(rc, 0, err)
             best = ms if best is None else min(best, ms)
-            if best < 400:
+            if best < bound:
                 break
-        self.assertLess(best, 400, "the whole process, start to exit")  # three 50 ms waves plus start-up
+        self.assertLess(best, bound, "the whole process, start to exit")  # three 50 ms waves plus start-up
         self.assertIn("seed: ok: 8 succeeded, 0 failed, 0 cancelled", err)
 
     def test_every_shipped_graph_runs(self):

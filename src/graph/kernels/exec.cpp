@@ -135,9 +135,21 @@ struct child_setup {
   char* const* argv;
   int out_w;
   int err_w;
+  int status_w;  // close-on-exec: the child writes its errno here when no execve succeeded
   pid_t parent;
-  volatile int exec_errno;  // written by the child when no execve succeeded
 };
+
+// The child's report of why it could not run the command. A pipe, not a write to the
+// shared memory of vfork: where vfork is a plain fork (ThreadSanitizer's and
+// valgrind's interceptors do that), the parent would never see such a write, and
+// would report the child's exit status 127 instead of the reason.
+[[noreturn]] void child_fail(const child_setup* cs, int err) noexcept {
+  ssize_t n = 0;
+  do {
+    n = ::write(cs->status_w, &err, sizeof err);
+  } while (n < 0 && errno == EINTR);
+  ::_exit(127);
+}
 
 [[noreturn]] __attribute__((noinline)) void child_main(child_setup* cs) noexcept {
   ::setpgid(0, 0);  // its own group: TERM/KILL reach its children too
@@ -148,13 +160,18 @@ struct child_setup {
   const int null_fd = ::open("/dev/null", O_RDONLY);
   if (null_fd < 0 || ::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(cs->out_w, STDOUT_FILENO) < 0 ||
       ::dup2(cs->err_w, STDERR_FILENO) < 0) {
-    cs->exec_errno = errno;
-    ::_exit(127);
+    child_fail(cs, errno);
   }
   for (const int fd : {STDOUT_FILENO, STDERR_FILENO}) ::fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps CLOEXEC
   // No other descriptor of ours (joblog, input files, a metrics temp file) leaks into the child.
-  if (::close_range(STDERR_FILENO + 1, ~0U, 0) != 0) {
-    for (int fd = STDERR_FILENO + 1; fd < 65536; ++fd) ::close(fd);
+  // The status pipe stays open until execve closes it (close-on-exec).
+  const auto keep = static_cast<unsigned>(cs->status_w);
+  const bool closed = (keep == STDERR_FILENO + 1 || ::close_range(STDERR_FILENO + 1, keep - 1, 0) == 0) &&
+                      ::close_range(keep + 1, ~0U, 0) == 0;
+  if (!closed) {
+    for (int fd = STDERR_FILENO + 1; fd < 65536; ++fd) {
+      if (fd != cs->status_w) ::close(fd);
+    }
   }
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
@@ -180,32 +197,39 @@ struct child_setup {
     if (err == ENOENT || err == ENOTDIR || err == ESTALE || err == ENODEV || err == ETIMEDOUT) continue;
     break;
   }
-  cs->exec_errno = denied && err != ENOEXEC && (err == ENOENT || err == ENOTDIR) ? EACCES : err;
-  ::_exit(127);
+  child_fail(cs, denied && err != ENOEXEC && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
 }
 
 // Starts the child; returns its pid, or -1 with `err` set (spawn or exec failed).
-pid_t spawn_child(child_setup& cs, int& err) {
+// `status_r` is the read end of a close-on-exec pipe whose write end is cs.status_w,
+// which this closes in the parent.
+pid_t spawn_child(child_setup& cs, int status_r, int& err) {
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);  // no handler of ours runs in the vforked child
-  cs.exec_errno = 0;
   const pid_t pid = ::vfork();
   if (pid == 0) child_main(&cs);
   const int vfork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::close(cs.status_w);  // now only the child holds it, until its execve or exit
+  cs.status_w = -1;
   if (pid < 0) {
     err = vfork_errno;
     return -1;
   }
-  if (cs.exec_errno != 0) {  // the child has exited: reap it
-    err = cs.exec_errno;
+  int child_errno = 0;
+  ssize_t n = 0;
+  do {
+    n = ::read(status_r, &child_errno, sizeof child_errno);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof child_errno)) {  // no execve succeeded: the child has exited, reap it
+    err = child_errno;
     int st = 0;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
     return -1;
   }
-  return pid;
+  return pid;  // end of file: the execve closed the pipe
 }
 
 // Ticks since boot, in the unit of /proc/PID/stat's starttime.
@@ -443,10 +467,11 @@ void run_exec(const exec_config& cfg, leftover_groups& leftovers, item& it, job_
   cargv.push_back(nullptr);
   const std::vector<std::string> candidates = exec_candidates(args[0]);
 
-  fd_pair out, err;
-  child_setup cs{&candidates, cargv.data(), out.w, err.w, ::getpid(), 0};
+  fd_pair out, err, report;
+  child_setup cs{&candidates, cargv.data(), out.w, err.w, report.w, ::getpid()};
   int spawn_err = 0;
-  const pid_t pid = spawn_child(cs, spawn_err);
+  const pid_t pid = spawn_child(cs, report.r, spawn_err);
+  report.w = -1;  // spawn_child closed it
   if (pid < 0) throw permanent_error("exec: cannot run " + quote_name(args[0]) + ": " + errno_text(spawn_err));
   child_process child(pid);
   out.close_w();
