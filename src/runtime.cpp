@@ -15,6 +15,7 @@
 #include <unistd.h>
 #endif
 
+#include "flowpool/detail/build_info.hpp"
 #include "flowpool/error.hpp"
 
 namespace flowpool::detail {
@@ -88,6 +89,10 @@ const void* running_engine() noexcept {
 
 const void* running_arena() noexcept {
   return t_arena;
+}
+
+unsigned compiled_sanitizers() noexcept {
+  return FLOWPOOL_DETAIL_SANITIZERS;  // expanded in this translation unit, the library's
 }
 
 body_scope::body_scope(const void* engine, const void* arena) noexcept : prev_(t_running), prev_arena_(t_arena) {
