@@ -200,10 +200,36 @@ struct child_setup {
   child_fail(cs, denied && err != ENOEXEC && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
 }
 
+struct fd_pair {
+  int r = -1, w = -1;
+  fd_pair() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      const int e = errno;
+      throw std::runtime_error("exec: cannot create a pipe: " + errno_text(e));
+    }
+    r = fds[0];
+    w = fds[1];
+  }
+  fd_pair(const fd_pair&) = delete;
+  fd_pair& operator=(const fd_pair&) = delete;
+  ~fd_pair() {
+    close_r();
+    close_w();
+  }
+  void close_r() {
+    if (r >= 0) ::close(r);
+    r = -1;
+  }
+  void close_w() {
+    if (w >= 0) ::close(w);
+    w = -1;
+  }
+};
+
 // Starts the child; returns its pid, or -1 with `err` set (spawn or exec failed).
-// `status_r` is the read end of a close-on-exec pipe whose write end is cs.status_w,
-// which this closes in the parent.
-pid_t spawn_child(child_setup& cs, int status_r, int& err) {
+// `report` is the pipe the child writes its errno to (cs.status_w is its write end).
+pid_t spawn_child(child_setup& cs, fd_pair& report, int& err) {
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);  // no handler of ours runs in the vforked child
@@ -211,8 +237,7 @@ pid_t spawn_child(child_setup& cs, int status_r, int& err) {
   if (pid == 0) child_main(&cs);
   const int vfork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  ::close(cs.status_w);  // now only the child holds it, until its execve or exit
-  cs.status_w = -1;
+  report.close_w();  // now only the child holds it, until its execve or exit
   if (pid < 0) {
     err = vfork_errno;
     return -1;
@@ -220,7 +245,7 @@ pid_t spawn_child(child_setup& cs, int status_r, int& err) {
   int child_errno = 0;
   ssize_t n = 0;
   do {
-    n = ::read(status_r, &child_errno, sizeof child_errno);
+    n = ::read(report.r, &child_errno, sizeof child_errno);
   } while (n < 0 && errno == EINTR);
   if (n == static_cast<ssize_t>(sizeof child_errno)) {  // no execve succeeded: the child has exited, reap it
     err = child_errno;
@@ -417,33 +442,6 @@ class child_process {
   bool reaped_ = false;
 };
 
-struct fd_pair {
-  int r = -1, w = -1;
-  fd_pair() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      const int e = errno;
-      throw std::runtime_error("exec: cannot create a pipe: " + errno_text(e));
-    }
-    r = fds[0];
-    w = fds[1];
-  }
-  fd_pair(const fd_pair&) = delete;
-  fd_pair& operator=(const fd_pair&) = delete;
-  ~fd_pair() {
-    close_r();
-    close_w();
-  }
-  void close_r() {
-    if (r >= 0) ::close(r);
-    r = -1;
-  }
-  void close_w() {
-    if (w >= 0) ::close(w);
-    w = -1;
-  }
-};
-
 std::string describe_status(const std::string& cmd, int status) {
   if (WIFEXITED(status)) {
     return "exec: " + quote_name(cmd) + " exited with status " + std::to_string(WEXITSTATUS(status));
@@ -470,8 +468,7 @@ void run_exec(const exec_config& cfg, leftover_groups& leftovers, item& it, job_
   fd_pair out, err, report;
   child_setup cs{&candidates, cargv.data(), out.w, err.w, report.w, ::getpid()};
   int spawn_err = 0;
-  const pid_t pid = spawn_child(cs, report.r, spawn_err);
-  report.w = -1;  // spawn_child closed it
+  const pid_t pid = spawn_child(cs, report, spawn_err);
   if (pid < 0) throw permanent_error("exec: cannot run " + quote_name(args[0]) + ": " + errno_text(spawn_err));
   child_process child(pid);
   out.close_w();
