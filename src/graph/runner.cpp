@@ -509,13 +509,15 @@ class graph_run {
   graph_report run() {
     int all_workers = 0;
     for (const auto& st : spec_.stages) all_workers += st.workers;
-    arena_.emplace(all_workers);
+    graph_.emplace(all_workers);  // one flow graph for the whole run, in one arena
     build_stages();
     link_stages();
     const chain_guard guard{stages_};
     std::thread watcher([this] { watch(); });
     pump();
     // Drain stage by stage: once stage k is waited, every result it had was handed to k+1.
+    // The first wait is the graph's one wait_for_all() that matters: it returns when no
+    // stage has work left, since none can get more once stage 0's input is closed.
     for (auto& s : stages_) {
       s->p->close();
       s->rep = s->p->wait();
@@ -641,7 +643,7 @@ class graph_run {
       // A stage before the last never calls its aggregator: set_forward hands its results on.
       detail::engine<item, item>::aggregator_fn agg = [](item&&) {};
       if (k + 1 == n) agg = [this](item&& it) { consume(std::move(it)); };
-      rt->p = std::make_unique<detail::engine<item, item>>(std::move(o), std::move(work), std::move(agg), mo, &*arena_);
+      rt->p = std::make_unique<detail::engine<item, item>>(std::move(o), std::move(work), std::move(agg), mo, &*graph_);
       rt->p->set_key(&item_key);
       rt->p->set_hook_timing(joblog_->enabled());  // the hook's durations go to the joblog only
       // A stage that stops itself (its failure policy, a failing sink) stops the run.
@@ -857,8 +859,8 @@ class graph_run {
   std::optional<resume_book> resume_;
   std::optional<joblog_writer> joblog_;
   std::uint64_t threshold_ = 0;
-  // Declared before the stages: the arena outlives the engines built on it.
-  std::optional<detail::shared_arena> arena_;
+  // Declared before the stages: the run's graph outlives the engines built in it.
+  std::optional<detail::shared_graph> graph_;
   std::vector<std::unique_ptr<stage_runtime>> stages_;
 
   std::mutex mu_;  // guards over_, ended_, cause_ and signal_

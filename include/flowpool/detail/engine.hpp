@@ -16,7 +16,8 @@
 // runs on the same thread right after the batch. A pool's own arena has N + 1
 // worker slots (the spare, see arena_) and one reserved for the thread in wait();
 // the worker node's concurrency keeps jobs at N. The stages of a graph run share
-// one arena instead (shared_arena): sum of N_k workers, one reserved slot.
+// one graph in one arena instead (shared_graph): sum of N_k workers, one reserved
+// slot, and a pool is the one-stage case of the same engine.
 //
 // A failed attempt that the retry policy retries leaves the worker: it waits out
 // its backoff in a delay heap, and the pool's timer thread moves it to the ready
@@ -217,25 +218,33 @@ class metrics_clock {
   std::uint64_t anchor_tsc_ = 0;
 };
 
-// One task_arena that the stages of a graph run share: one worker slot per
-// concurrent job of every stage (sum of N_k) and one reserved for the owner's thread
-// in wait(). Stage k's tokens and wake-ups of stage k's serial node, spawned from
-// stage k-1's serial node, land in the same arena, so no stage waits for oneTBB to
-// move a thread over from another arena, and N_k blocking jobs per stage still run at
-// once. Outlives the engines built on it.
-class shared_arena {
+// The one oneTBB flow graph of a graph run, in the one task_arena its stages share:
+// one worker slot per concurrent job of every stage (sum of N_k) and one reserved
+// for the owner's thread in wait(). Every stage builds its worker and serial nodes in
+// this graph, so stage k's tokens and wake-ups of stage k's serial node, spawned from
+// stage k-1's serial node, land in the same arena, no stage waits for oneTBB to move
+// a thread over from another arena, and N_k blocking jobs per stage still run at once.
+// One wait_for_all() covers the whole run: the graph is idle only when no stage has a
+// task in flight, a retry in backoff or a stalled hand-off (each of those holds a
+// wait reservation). Outlives the engines built on it: ~graph waits for every task.
+class shared_graph {
  public:
-  explicit shared_arena(int workers) : lease_(workers), arena_(workers + 1, 1) {
+  explicit shared_graph(int workers)
+      : lease_(workers), arena_(workers + 1, 1), ctx_(tbb::task_group_context::isolated) {
     arena_.initialize();  // may create oneTBB's thread pool: the lease covers that
     lease_.confirm();
+    arena_.execute([this] { graph_.emplace(ctx_); });  // the graph binds to the arena it is built in
   }
-  shared_arena(const shared_arena&) = delete;
-  shared_arena& operator=(const shared_arena&) = delete;
+  shared_graph(const shared_graph&) = delete;
+  shared_graph& operator=(const shared_graph&) = delete;
   [[nodiscard]] tbb::task_arena& arena() noexcept { return arena_; }
+  [[nodiscard]] tbb::flow::graph& graph() noexcept { return *graph_; }
 
  private:
   thread_lease lease_;
   tbb::task_arena arena_;
+  tbb::task_group_context ctx_;
+  std::optional<tbb::flow::graph> graph_;  // declared last: destroyed (and waited for) first
 };
 
 template <class Job, class Result>
@@ -249,9 +258,10 @@ class engine {
   using clock = std::chrono::steady_clock;
   using policy_ptr = std::shared_ptr<const retry_policy>;
 
-  /// `shared`: build on that arena (a graph run's stages) instead of one of its own.
+  /// `shared`: build this engine's nodes in that graph (a graph run's stages) instead
+  /// of a graph and arena of its own.
   engine(pool_options opts, worker_fn work, aggregator_fn aggregate, metrics_options mopts = {},
-         shared_arena* shared = nullptr)
+         shared_graph* shared = nullptr)
       : opts_((validate(opts), std::move(opts))),
         n_(opts_.workers),
         capacity_(static_cast<std::size_t>(opts_.capacity)),
@@ -282,6 +292,8 @@ class engine {
         own_arena_(shared != nullptr ? std::nullopt : std::make_optional<tbb::task_arena>(n_ + lease_.spare() + 1, 1)),
         arena_(shared != nullptr ? &shared->arena() : &*own_arena_),
         ctx_(tbb::task_group_context::isolated),
+        shared_(shared != nullptr),
+        graph_(shared != nullptr ? &shared->graph() : nullptr),
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),
         metrics_(mopts_.enabled || tracing_ || static_cast<bool>(mopts_.on_snapshot)) {
@@ -308,7 +320,7 @@ class engine {
     lease_.confirm();
     arena_->execute([this] {
       // The graph binds to the arena it is built in.
-      graph_.emplace(ctx_);
+      if (graph_ == nullptr) graph_ = &own_graph_.emplace(ctx_);
       // No exception may reach TBB: it would cancel the context behind our back.
       // Job and aggregator exceptions are handled per job; anything else (an
       // allocation failure) ends the run as failed with an internal cause.
@@ -332,7 +344,15 @@ class engine {
       });
       tbb::flow::make_edge(*workers_, *aggregator_);
     });
-    graph_->reserve_wait();                       // held until close() or cancel(): wait() blocks until then
+    // A pool's own graph: the input reservation, held until close() or cancel(), so that
+    // wait() blocks until then. A stage of a shared graph takes none: the runner waits
+    // only after the stage's input is closed, and one reservation per stage would keep
+    // the run's graph from going idle while a later stage is still open.
+    if (shared_) {
+      released_.store(true, std::memory_order_relaxed);
+    } else {
+      graph_->reserve_wait();
+    }
     if (sample_cap_ > 0 || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
       next_sample_ = sample_cap_ > 0 ? saturating_add<clock>(start_, sample_period_) : clock::time_point::max();
       next_callback_ = mopts_.on_snapshot ? saturating_add<clock>(start_, mopts_.interval) : clock::time_point::max();
@@ -1483,8 +1503,11 @@ class engine {
       room.swap(room_waiters_);
       release_stall = std::exchange(stall_held_, false);
       // Under mu_: a live task or the input reservation exists here, so the graph
-      // cannot go idle (and wait_for_all() reset the context) before this runs.
-      ctx_.cancel_group_execution();
+      // cannot go idle (and wait_for_all() reset the context) before this runs. A
+      // stage of a shared graph cancels no context: it would cancel the other stages'
+      // tasks too, and the graph may be idle (nothing would reset it). Its tokens in
+      // flight find the FIFO empty, and no attempt starts once stop_ is set.
+      if (!shared_) ctx_.cancel_group_execution();
     }
     not_full_.notify_all();
     for (std::size_t i = 0; i < released_backoffs; ++i) graph_->release_wait();
@@ -1722,13 +1745,15 @@ class engine {
 
   // ---- TBB and the timer (declared last: destroyed first) ---------------------------------
   thread_lease lease_;
-  std::optional<tbb::task_arena> own_arena_;  // unless built on a shared_arena
+  std::optional<tbb::task_arena> own_arena_;  // unless built in a shared_graph
   tbb::task_arena* arena_;
-  tbb::task_group_context ctx_;
+  tbb::task_group_context ctx_;  // of the own graph only
+  const bool shared_;            // built in a shared_graph: no input reservation, no context cancel
+  tbb::flow::graph* graph_;      // the shared graph, or own_graph_
   const metrics_options mopts_;
   const bool tracing_;
   const bool metrics_;
-  std::optional<tbb::flow::graph> graph_;
+  std::optional<tbb::flow::graph> own_graph_;
   std::optional<worker_node> workers_;
   std::optional<aggregator_node> aggregator_;
   wakeup_timer timer_;
