@@ -142,30 +142,51 @@ using ingress_mutex = std::mutex;
 
 /// The clock metrics read on the hot path: the invariant TSC on x86 (a few ns per
 /// read, against tens of ns for a vDSO steady_clock read under a hypervisor),
-/// else steady_clock. Values are steady_clock nanoseconds: the TSC rate is
-/// calibrated once per process (about 2 ms, on the first pool with metrics on),
-/// and each pool anchors it to steady_clock when it starts, so drift is limited to
-/// the rate error over one run.
+/// else steady_clock. The hot path reads raw ticks (`ticks()`: one `rdtsc`) and
+/// converts only differences (`ns_between`, a fixed-point multiply); `now_ns()` and
+/// `ns_at()` give steady_clock nanoseconds: the TSC rate is calibrated once per
+/// process (about 2 ms, on the first pool with metrics on), and each pool anchors it
+/// to steady_clock when it starts, so drift is limited to the rate error over one run.
 class metrics_clock {
  public:
-  metrics_clock() noexcept : rate_(calibration()) {
+  metrics_clock() noexcept {
+    const double rate = calibration();  // ns per tick, 0 when the TSC is not used
 #if defined(__x86_64__) || defined(__i386__)
-    const auto [ns, tsc] = paired_read();
-    anchor_ns_ = ns;
-    anchor_tsc_ = tsc;
-#else
-    anchor_ns_ = steady_ns();
-#endif
-  }
-  /// Now, in steady_clock nanoseconds. Thread-safe, lock-free.
-  [[nodiscard]] std::int64_t now_ns() const noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    if (rate_ > 0) {
-      const auto ticks = static_cast<std::int64_t>(__rdtsc() - anchor_tsc_);
-      return anchor_ns_ + static_cast<std::int64_t>(static_cast<double>(ticks) * rate_);
+    if (rate > 0) {
+      tsc_ = true;
+      mult_ = static_cast<std::uint64_t>(rate * 4294967296.0);
+      ticks_per_ns_ = 1.0 / rate;
+      const auto [ns, tsc] = paired_read();
+      anchor_ns_ = ns;
+      anchor_ticks_ = tsc;
+      return;
     }
 #endif
-    return steady_ns();
+    anchor_ns_ = steady_ns();
+    anchor_ticks_ = static_cast<std::uint64_t>(anchor_ns_);
+  }
+  /// Now, in ticks: only differences and `ns_at` mean anything. Thread-safe, lock-free.
+  [[nodiscard]] std::uint64_t ticks() const noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    if (tsc_) return __rdtsc();
+#endif
+    return static_cast<std::uint64_t>(steady_ns());
+  }
+  /// Nanoseconds from tick `from` to tick `to`; 0 when `to` is not later (two cores'
+  /// TSCs may differ by a few ticks). Never throws.
+  [[nodiscard]] std::int64_t ns_between(std::uint64_t from, std::uint64_t to) const noexcept {
+    if (to <= from) return 0;
+    __extension__ using u128 = unsigned __int128;
+    return static_cast<std::int64_t>((static_cast<u128>(to - from) * mult_) >> 32);
+  }
+  /// Tick `t` in steady_clock nanoseconds (t at or after this clock's creation).
+  [[nodiscard]] std::int64_t ns_at(std::uint64_t t) const noexcept { return anchor_ns_ + ns_between(anchor_ticks_, t); }
+  /// Now, in steady_clock nanoseconds. Thread-safe, lock-free.
+  [[nodiscard]] std::int64_t now_ns() const noexcept { return ns_at(ticks()); }
+  /// The tick `ns` nanoseconds from now (a retry's end of backoff). Never throws.
+  [[nodiscard]] std::uint64_t ticks_in(std::chrono::nanoseconds ns) const noexcept {
+    const double d = static_cast<double>(std::max<std::int64_t>(0, ns.count())) * ticks_per_ns_;
+    return ticks() + (d >= 1.8e19 ? std::uint64_t{1} << 62 : static_cast<std::uint64_t>(d));
   }
 
  private:
@@ -213,9 +234,11 @@ class metrics_clock {
     return rate;
   }
 
-  double rate_;
+  bool tsc_ = false;
+  std::uint64_t mult_ = std::uint64_t{1} << 32;  // ns per tick, fixed point with 32 fraction bits
+  double ticks_per_ns_ = 1.0;
   std::int64_t anchor_ns_ = 0;
-  std::uint64_t anchor_tsc_ = 0;
+  std::uint64_t anchor_ticks_ = 0;
 };
 
 // The one oneTBB flow graph of a graph run, in the one task_arena its stages share:
@@ -393,13 +416,13 @@ class engine {
   /// mode: 0 = don't block, 1 = block until space, 2 = block until `until`.
   push_result push(Job&& job, policy_ptr policy, int mode, clock::time_point until) {
     if (policy) validate(*policy);
-    std::int64_t enq = 0;
-    if (metrics_) enq = mclock_->now_ns();  // read outside the lock; re-read below if we waited
+    std::uint64_t enq = 0;
+    if (metrics_) enq = mclock_->ticks();  // read outside the lock; re-read below if we waited
     std::unique_lock lk(mu_);
     bool waited = false;
     if (!wait_for_room(lk, mode, until, waited)) return push_result::full;
     if (cancelled_) return push_result::cancelled;
-    if (metrics_ && waited) enq = mclock_->now_ns();  // it entered the queue now
+    if (metrics_ && waited) enq = mclock_->ticks();  // it entered the queue now
     const int spawn = enqueue_locked(std::move(job), std::move(policy), enq);
     lk.unlock();
     spawn_workers(spawn);
@@ -414,13 +437,13 @@ class engine {
   std::size_t push_batch(std::span<Job> jobs) {
     std::size_t done = 0;
     while (done < jobs.size()) {
-      std::int64_t enq = 0;
-      if (metrics_) enq = mclock_->now_ns();
+      std::uint64_t enq = 0;
+      if (metrics_) enq = mclock_->ticks();
       std::unique_lock lk(mu_);
       bool waited = false;
       (void)wait_for_room(lk, 1, {}, waited);
       if (cancelled_) return done;
-      if (metrics_ && waited) enq = mclock_->now_ns();
+      if (metrics_ && waited) enq = mclock_->ticks();
       int spawn = 0;
       while (done < jobs.size() && queue_.size() < capacity_) {
         spawn += enqueue_locked(std::move(jobs[done]), nullptr, enq);  // each dispatches what it may
@@ -438,8 +461,8 @@ class engine {
   /// when the queue has drained to its low watermark or the run is cancelled. `wake`
   /// must outlive this engine's run, and must not block.
   push_result offer(Job& job, const std::function<void()>& wake) {
-    std::int64_t enq = 0;
-    if (metrics_) enq = mclock_->now_ns();
+    std::uint64_t enq = 0;
+    if (metrics_) enq = mclock_->ticks();
     std::unique_lock lk(mu_);
     if (cancelled_) return push_result::cancelled;
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
@@ -522,7 +545,7 @@ class engine {
   }
 
   // Queues an accepted job; returns how many worker tokens to put. Called with mu_ held.
-  int enqueue_locked(Job&& job, policy_ptr policy, std::int64_t enq) {
+  int enqueue_locked(Job&& job, policy_ptr policy, std::uint64_t enq) {
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
     // Before the push: if the ring cannot grow (bad_alloc), the job is not queued.
@@ -718,12 +741,12 @@ class engine {
   class id_ring {
    public:
     /// Records `v` for job `id`; `oldest` is the id of the oldest job still queued.
-    void put(std::uint64_t id, std::int64_t v, std::uint64_t oldest) {
+    void put(std::uint64_t id, std::uint64_t v, std::uint64_t oldest) {
       if (id - oldest >= size_) grow(oldest, id);
       slots_[id & (size_ - 1)] = v;
     }
     /// The value recorded for `id`, which must still be queued.
-    [[nodiscard]] std::int64_t at(std::uint64_t id) const noexcept { return slots_[id & (size_ - 1)]; }
+    [[nodiscard]] std::uint64_t at(std::uint64_t id) const noexcept { return slots_[id & (size_ - 1)]; }
 
    private:
     // Doubles until ids [oldest, id] fit, moving the queued ones. Slots are left
@@ -731,12 +754,12 @@ class engine {
     void grow(std::uint64_t oldest, std::uint64_t id) {
       std::size_t size = size_ == 0 ? 64 : size_;
       while (size <= id - oldest) size *= 2;
-      auto next = std::make_unique_for_overwrite<std::int64_t[]>(size);
+      auto next = std::make_unique_for_overwrite<std::uint64_t[]>(size);
       for (std::uint64_t k = oldest; k < id; ++k) next[k & (size - 1)] = slots_[k & (size_ - 1)];
       slots_ = std::move(next);
       size_ = size;
     }
-    std::unique_ptr<std::int64_t[]> slots_;
+    std::unique_ptr<std::uint64_t[]> slots_;
     std::size_t size_ = 0;  // a power of two, or 0 before the first job
   };
 
@@ -779,7 +802,7 @@ class engine {
     Job job;
     std::uint64_t id = 0;
     std::uint32_t attempt = 1;  // the attempt about to run
-    std::int64_t ready_at = 0;  // metrics: when it entered the queue (or its backoff ended), ns
+    std::uint64_t ready_at = 0;  // metrics: when it entered the queue (or its backoff ends), metrics_clock ticks
   };
 
   struct outcome {
@@ -993,19 +1016,25 @@ class engine {
 
   // run_batch with metrics on: the attempt's own start and end, read around the
   // job's body (the same interval as job_record::duration), and counters and
-  // histograms in this worker's own slot. Returns the batch's ns.
+  // histograms in this worker's own slot. Raw ticks on the hot path; only the
+  // differences are converted, with a fixed-point multiply. Queue wait is each
+  // attempt's start minus when it became ready, one histogram sample per attempt
+  // (folding a batch's waits at their mean blurred jobs of one batch that came in
+  // far apart, which the metrics tests catch). Returns the batch's ns.
   std::int64_t run_batch_measured(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     worker_slot& slot = slots_[static_cast<std::size_t>(wid - 1)];
-    const std::int64_t t0 = mclock_->now_ns();
-    slot.busy_since.store(t0, std::memory_order_relaxed);
+    const metrics_clock& mc = *mclock_;
+    const std::uint64_t t0 = mc.ticks();
+    const std::int64_t t0_ns = mc.ns_at(t0);
+    slot.busy_since.store(t0_ns, std::memory_order_relaxed);
     std::uint64_t started = 0;
     for (auto& item : batch) {
       const std::size_t before = outs.size();
       attempt_span span;
       if (run_one(item, wid, outs, &span)) {
         ++started;
-        slot.wait.add(span.start - item.ready_at);
-        slot.run.add(span.end - span.start);
+        slot.wait.add(mc.ns_between(item.ready_at, span.start));  // 0 if two cores' ticks disagree
+        slot.run.add(span.ns);
         if (tracing_) {
           attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
           if (outs.size() > before) {
@@ -1021,21 +1050,22 @@ class engine {
                 break;
             }
           }
-          record_event(slot, attempt_event{item.id, item.attempt, wid, st, span.start, span.end});
+          record_event(slot, attempt_event{item.id, item.attempt, wid, st, mc.ns_at(span.start), mc.ns_at(span.end)});
         }
       }
     }
-    const std::int64_t t = mclock_->now_ns();
+    const std::uint64_t t = mc.ticks();
     atomic_histogram::bump(slot.started, started);
+    const std::int64_t batch_ns = mc.ns_between(t0, t);
     // A seqlock (this worker is the slot's only writer): the release stores keep
     // the odd sequence number visible before the new values.
     const std::uint32_t seq = slot.busy_seq.load(std::memory_order_relaxed);
     slot.busy_seq.store(seq + 1, std::memory_order_relaxed);
-    slot.busy_ns.store(slot.busy_ns.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(t - t0),
+    slot.busy_ns.store(slot.busy_ns.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(batch_ns),
                        std::memory_order_release);
     slot.busy_since.store(0, std::memory_order_release);
     slot.busy_seq.store(seq + 2, std::memory_order_release);
-    return t - t0;
+    return batch_ns;
   }
 
   // Attempts take the part of trace_limit that samples cannot: the first ones are
@@ -1078,10 +1108,11 @@ class engine {
     policies_.erase(id);
   }
 
-  // When metrics are on: an attempt's start and end on the metrics clock (ns).
+  // When metrics are on: an attempt's start and end on the metrics clock (ticks).
   struct attempt_span {
-    std::int64_t start = 0;
-    std::int64_t end = 0;
+    std::uint64_t start = 0;
+    std::uint64_t end = 0;
+    std::int64_t ns = 0;  // end - start, converted once
   };
 
   // Runs one attempt. Appends the job's outcome when it reached a terminal state;
@@ -1108,7 +1139,7 @@ class engine {
     const auto deadline = timed ? saturating_add<clock>(t0, opts_.job_timeout) : clock::time_point::max();
     job_context ctx(borrow_stop_token_t{}, item.id, wid, item.attempt, stop_token_, deadline);
     std::exception_ptr failure;
-    if (span != nullptr) span->start = mclock_->now_ns();
+    if (span != nullptr) span->start = mclock_->ticks();
     try {
       out.value.emplace(work_(item.job, ctx));
       out.status = job_status::succeeded;
@@ -1127,8 +1158,9 @@ class engine {
       failure = std::current_exception();
     }
     if (span != nullptr) {
-      span->end = mclock_->now_ns();
-      out.duration = std::chrono::nanoseconds(span->end - span->start);
+      span->end = mclock_->ticks();
+      span->ns = mclock_->ns_between(span->start, span->end);
+      out.duration = std::chrono::nanoseconds(span->ns);
     } else if (clocked) {
       out.duration = clock::now() - t0;
     }
@@ -1177,7 +1209,8 @@ class engine {
 
   void schedule_retry(work_item& item, const retry_policy& p) {
     const auto due = saturating_add<clock>(clock::now(), backoff_delay(p, item.id, item.attempt));
-    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ns_of(due)});
+    const std::uint64_t ready_at = metrics_ ? mclock_->ticks_in(due - clock::now()) : 0;
+    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ready_at});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
     graph_->reserve_wait();
@@ -1729,7 +1762,7 @@ class engine {
   std::uint64_t samples_dropped_ = 0;                // timer thread only, then finish()
   clock::duration sample_period_{};                  // doubles each time the samples are thinned; timer thread
   alignas(64) std::atomic<std::int64_t> end_ns_{0};  // 0 while the run is live
-  id_ring enqueued_at_;                              // metrics: when each queued job entered (ns), guarded by mu_
+  id_ring enqueued_at_;                              // metrics: when each queued job entered (ticks), guarded by mu_
   mutable std::atomic<std::int64_t> busy_seen_{0};   // the largest busy time metrics() returned
   std::optional<metrics_clock> mclock_;              // set when metrics are on
   std::unique_ptr<worker_slot[]> slots_;             // one per worker id
