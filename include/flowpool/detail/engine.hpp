@@ -180,9 +180,13 @@ class metrics_clock {
     return static_cast<std::int64_t>((static_cast<u128>(to - from) * mult_) >> 32);
   }
   /// Tick `t` in steady_clock nanoseconds (t at or after this clock's creation).
-  [[nodiscard]] std::int64_t ns_at(std::uint64_t t) const noexcept { return anchor_ns_ + ns_between(anchor_ticks_, t); }
+  [[nodiscard]] std::int64_t ns_at(std::uint64_t t) const noexcept {
+    return anchor_ns_ + ns_between(anchor_ticks_, t);
+  }
   /// Now, in steady_clock nanoseconds. Thread-safe, lock-free.
-  [[nodiscard]] std::int64_t now_ns() const noexcept { return ns_at(ticks()); }
+  [[nodiscard]] std::int64_t now_ns() const noexcept {
+    return ns_at(ticks());
+  }
   /// The tick `ns` nanoseconds from now (a retry's end of backoff). Never throws.
   [[nodiscard]] std::uint64_t ticks_in(std::chrono::nanoseconds ns) const noexcept {
     const double d = static_cast<double>(std::max<std::int64_t>(0, ns.count())) * ticks_per_ns_;
