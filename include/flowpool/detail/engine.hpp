@@ -319,7 +319,6 @@ class engine {
         own_arena_(shared != nullptr ? std::nullopt : std::make_optional<tbb::task_arena>(n_ + lease_.spare() + 1, 1)),
         arena_(shared != nullptr ? &shared->arena() : &*own_arena_),
         ctx_(tbb::task_group_context::isolated),
-        shared_(shared != nullptr),
         graph_(shared != nullptr ? &shared->graph() : nullptr),
         mopts_((validate_metrics(mopts), std::move(mopts))),
         tracing_(mopts_.trace_limit > 0),
@@ -375,10 +374,10 @@ class engine {
     // wait() blocks until then. A stage of a shared graph takes none: the runner waits
     // only after the stage's input is closed, and one reservation per stage would keep
     // the run's graph from going idle while a later stage is still open.
-    if (shared_) {
-      released_.store(true, std::memory_order_relaxed);
-    } else {
+    if (owns_graph()) {
       graph_->reserve_wait();
+    } else {
+      released_.store(true, std::memory_order_relaxed);
     }
     if (sample_cap_ > 0 || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
       next_sample_ = sample_cap_ > 0 ? saturating_add<clock>(start_, sample_period_) : clock::time_point::max();
@@ -1212,8 +1211,9 @@ class engine {
   }
 
   void schedule_retry(work_item& item, const retry_policy& p) {
-    const auto due = saturating_add<clock>(clock::now(), backoff_delay(p, item.id, item.attempt));
-    const std::uint64_t ready_at = metrics_ ? mclock_->ticks_in(due - clock::now()) : 0;
+    const auto delay = backoff_delay(p, item.id, item.attempt);
+    const auto due = saturating_add<clock>(clock::now(), delay);
+    const std::uint64_t ready_at = metrics_ ? mclock_->ticks_in(delay) : 0;
     auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ready_at});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
@@ -1490,6 +1490,10 @@ class engine {
 
   // ---- ending the run -------------------------------------------------------------------
 
+  // A pool's own graph and arena, or a stage of a shared_graph (no input reservation,
+  // no context cancel).
+  [[nodiscard]] bool owns_graph() const noexcept { return own_arena_.has_value(); }
+
   void release_input() {
     if (!released_.exchange(true, std::memory_order_acq_rel)) graph_->release_wait();
   }
@@ -1544,7 +1548,7 @@ class engine {
       // stage of a shared graph cancels no context: it would cancel the other stages'
       // tasks too, and the graph may be idle (nothing would reset it). Its tokens in
       // flight find the FIFO empty, and no attempt starts once stop_ is set.
-      if (!shared_) ctx_.cancel_group_execution();
+      if (owns_graph()) ctx_.cancel_group_execution();
     }
     not_full_.notify_all();
     for (std::size_t i = 0; i < released_backoffs; ++i) graph_->release_wait();
@@ -1785,7 +1789,6 @@ class engine {
   std::optional<tbb::task_arena> own_arena_;  // unless built in a shared_graph
   tbb::task_arena* arena_;
   tbb::task_group_context ctx_;  // of the own graph only
-  const bool shared_;            // built in a shared_graph: no input reservation, no context cancel
   tbb::flow::graph* graph_;      // the shared graph, or own_graph_
   const metrics_options mopts_;
   const bool tracing_;
