@@ -804,7 +804,7 @@ class engine {
   struct work_item {  // a job handed to a worker, or waiting out a backoff
     Job job;
     std::uint64_t id = 0;
-    std::uint32_t attempt = 1;  // the attempt about to run
+    std::uint32_t attempt = 1;   // the attempt about to run
     std::uint64_t ready_at = 0;  // metrics: when it entered the queue (or its backoff ends), metrics_clock ticks
   };
 
@@ -1695,7 +1695,7 @@ class engine {
   std::uint64_t next_pop_id_ = 1;                           // id of queue_.front()
   std::uint64_t cancelled_from_ = 0;
   std::vector<std::uint64_t> cancelled_keys_;  // set_key: the ids of the jobs cancel() took from the FIFO
-  int active_ = 0;  // worker tokens dispatched and not yet exited (<= N)
+  int active_ = 0;                             // worker tokens dispatched and not yet exited (<= N)
   int waiting_producers_ = 0;
   int calls_in_progress_ = 0;  // close()/cancel() running on some thread
   std::size_t max_depth_ = 0;
@@ -1733,7 +1733,7 @@ class engine {
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
   reorder_window<outcome> reorder_;  // ordered mode (next() is read by the workers)
-  bool ordered_cut_ = false;  // ordered mode, cancelled: outcomes from here on end cancelled
+  bool ordered_cut_ = false;         // ordered mode, cancelled: outcomes from here on end cancelled
   std::uint64_t n_succeeded_ = 0;
   std::uint64_t n_failed_ = 0;
   std::uint64_t n_cancelled_ = 0;
@@ -1743,7 +1743,7 @@ class engine {
   bool hook_timing_ = true;           // set_hook_timing
   std::function<void()> on_failure_;  // set_on_failure
   key_fn key_ = nullptr;              // set_key: the job's own id, reported instead of the submission order
-  forward_fn forward_;                                                // set: results go to the next stage (set_forward)
+  forward_fn forward_;                // set: results go to the next stage (set_forward)
   const std::function<void()> wake_ = [this] { wake_aggregator(); };  // handed to the next stage
   std::deque<outcome> stalled_;    // unordered: outcomes waiting for room downstream, in order
   bool stalled_ordered_ = false;   // ordered: the window's head waits for room downstream
