@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <thread>
 
-#include "flowpool/detail/engine.hpp"
+#include "flowpool/detail/metrics_clock.hpp"
 
 using namespace std::chrono_literals;
 

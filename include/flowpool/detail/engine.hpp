@@ -57,14 +57,11 @@
 #include <pthread.h>
 #endif
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#include <x86intrin.h>
-#endif
-
 #include "flowpool/detail/reorder_window.hpp"
 #include "flowpool/detail/retry_queue.hpp"
+#include "flowpool/detail/run_metrics.hpp"
 #include "flowpool/detail/runtime.hpp"
+#include "flowpool/detail/saturating.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
 #include "flowpool/metrics.hpp"
@@ -86,36 +83,6 @@ FLOWPOOL_API std::chrono::nanoseconds backoff_delay(const retry_policy& r, std::
 
 /// A message describing the exception currently being handled (call from a catch block).
 FLOWPOOL_API std::string describe_current_exception();
-
-/// `t + d`, saturated: `time_point::max()` ("no deadline") when the sum would not
-/// fit, and `t` for a duration <= 0. Any duration type, without overflow in its
-/// conversion (anything beyond about 146 years from `t` counts as "never").
-template <class Clock, class Rep, class Period>
-[[nodiscard]] typename Clock::time_point saturating_add(typename Clock::time_point t,
-                                                        std::chrono::duration<Rep, Period> d) noexcept {
-  using time_point = typename Clock::time_point;
-  if (!(d > std::chrono::duration<Rep, Period>::zero())) return t;
-  const auto room = time_point::max() - t;  // >= 0
-  // Compared in floating point first: the conversion of a huge `d` to the
-  // clock's ticks would overflow. Half the room leaves a margin for its rounding.
-  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(room) / 2) return time_point::max();
-  return t + std::chrono::duration_cast<typename Clock::duration>(d);
-}
-
-/// `d` in `To`'s units, saturated at `To::max()` (and `To::zero()` below zero).
-template <class To, class Rep, class Period>
-[[nodiscard]] To saturating_duration(std::chrono::duration<Rep, Period> d) noexcept {
-  if (!(d > std::chrono::duration<Rep, Period>::zero())) return To::zero();
-  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(To::max()) / 2) return To::max();
-  return std::chrono::duration_cast<To>(d);
-}
-
-/// `d * 2`, saturated at `duration::max()`.
-template <class Rep, class Period>
-[[nodiscard]] std::chrono::duration<Rep, Period> saturating_double(std::chrono::duration<Rep, Period> d) noexcept {
-  using duration = std::chrono::duration<Rep, Period>;
-  return d > duration::max() / 2 ? duration::max() : d * 2;
-}
 
 /// The lock guarding a pool's ingress. Its critical sections are a few dozen
 /// nanoseconds, and producers and workers take it at high rates: glibc's adaptive
@@ -139,111 +106,6 @@ class ingress_mutex {
 #else
 using ingress_mutex = std::mutex;
 #endif
-
-/// The clock metrics read on the hot path: the invariant TSC on x86 (a few ns per
-/// read, against tens of ns for a vDSO steady_clock read under a hypervisor),
-/// else steady_clock. The hot path reads raw ticks (`ticks()`: one `rdtsc`) and
-/// converts only differences (`ns_between`, a fixed-point multiply); `now_ns()` and
-/// `ns_at()` give steady_clock nanoseconds: the TSC rate is calibrated once per
-/// process (about 2 ms, on the first pool with metrics on), and each pool anchors it
-/// to steady_clock when it starts, so drift is limited to the rate error over one run.
-class metrics_clock {
- public:
-  metrics_clock() noexcept {
-    const double rate = calibration();  // ns per tick, 0 when the TSC is not used
-#if defined(__x86_64__) || defined(__i386__)
-    if (rate > 0) {
-      tsc_ = true;
-      mult_ = static_cast<std::uint64_t>(rate * 4294967296.0);
-      ticks_per_ns_ = 1.0 / rate;
-      const auto [ns, tsc] = paired_read();
-      anchor_ns_ = ns;
-      anchor_ticks_ = tsc;
-      return;
-    }
-#endif
-    anchor_ns_ = steady_ns();
-    anchor_ticks_ = static_cast<std::uint64_t>(anchor_ns_);
-  }
-  /// Now, in ticks: only differences and `ns_at` mean anything. Thread-safe, lock-free.
-  [[nodiscard]] std::uint64_t ticks() const noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    if (tsc_) return __rdtsc();
-#endif
-    return static_cast<std::uint64_t>(steady_ns());
-  }
-  /// Nanoseconds from tick `from` to tick `to`; 0 when `to` is not later (two cores'
-  /// TSCs may differ by a few ticks). Never throws.
-  [[nodiscard]] std::int64_t ns_between(std::uint64_t from, std::uint64_t to) const noexcept {
-    if (to <= from) return 0;
-    __extension__ using u128 = unsigned __int128;
-    return static_cast<std::int64_t>((static_cast<u128>(to - from) * mult_) >> 32);
-  }
-  /// Tick `t` in steady_clock nanoseconds (t at or after this clock's creation).
-  [[nodiscard]] std::int64_t ns_at(std::uint64_t t) const noexcept {
-    return anchor_ns_ + ns_between(anchor_ticks_, t);
-  }
-  /// Now, in steady_clock nanoseconds. Thread-safe, lock-free.
-  [[nodiscard]] std::int64_t now_ns() const noexcept {
-    return ns_at(ticks());
-  }
-  /// The tick `ns` nanoseconds from now (a retry's end of backoff). Never throws.
-  [[nodiscard]] std::uint64_t ticks_in(std::chrono::nanoseconds ns) const noexcept {
-    const double d = static_cast<double>(std::max<std::int64_t>(0, ns.count())) * ticks_per_ns_;
-    return ticks() + (d >= 1.8e19 ? std::uint64_t{1} << 62 : static_cast<std::uint64_t>(d));
-  }
-
- private:
-  static std::int64_t steady_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-#if defined(__x86_64__) || defined(__i386__)
-  // A steady_clock reading and the TSC at the same moment: the steady read between
-  // two TSC reads, the tightest of 16 tries (a try preempted in the middle is
-  // never the tightest), the TSC taken as the midpoint.
-  static std::pair<std::int64_t, std::uint64_t> paired_read() noexcept {
-    std::uint64_t best_gap = ~std::uint64_t{0};
-    std::pair<std::int64_t, std::uint64_t> best{0, 0};
-    for (int i = 0; i < 16; ++i) {
-      const std::uint64_t a = __rdtsc();
-      const std::int64_t s = steady_ns();
-      const std::uint64_t b = __rdtsc();
-      if (b >= a && b - a < best_gap) {
-        best_gap = b - a;
-        best = {s, a + (b - a) / 2};
-      }
-    }
-    return best;
-  }
-#endif
-
-  // ns per TSC tick, or 0 when the TSC is not usable (not x86, or not invariant).
-  // Over about 2 ms between two paired reads, so a preemption cannot skew it.
-  static double calibration() noexcept {
-    static const double rate = [] {
-#if defined(__x86_64__) || defined(__i386__)
-      unsigned a = 0, b = 0, c = 0, d = 0;
-      if (__get_cpuid(0x80000007U, &a, &b, &c, &d) == 0 || (d & (1U << 8)) == 0) return 0.0;  // invariant TSC
-      const auto [s0, t0] = paired_read();
-      while (steady_ns() - s0 < 2'000'000) {
-      }
-      const auto [s1, t1] = paired_read();
-      if (t1 <= t0 || s1 <= s0) return 0.0;
-      return static_cast<double>(s1 - s0) / static_cast<double>(t1 - t0);
-#else
-      return 0.0;
-#endif
-    }();
-    return rate;
-  }
-
-  bool tsc_ = false;
-  std::uint64_t mult_ = std::uint64_t{1} << 32;  // ns per tick, fixed point with 32 fraction bits
-  double ticks_per_ns_ = 1.0;
-  std::int64_t anchor_ns_ = 0;
-  std::uint64_t anchor_ticks_ = 0;
-};
 
 // The one oneTBB flow graph of a graph run, in the one task_arena its stages share:
 // one worker slot per concurrent job of every stage (sum of N_k) and one reserved
@@ -301,6 +163,7 @@ class engine {
         start_(clock::now()),
         run_deadline_(opts_.timeout.count() > 0 ? saturating_add<clock>(start_, opts_.timeout)
                                                 : clock::time_point::max()),
+        metrics_(std::move(mopts), opts_.workers, start_),
         // N workers, and spare ones (see arena_): one, plus one for each pool already
         // live in the process.
         lease_(shared != nullptr ? 0 : n_, shared != nullptr ? 0 : 1 + thread_lease::live()),
@@ -319,23 +182,7 @@ class engine {
         own_arena_(shared != nullptr ? std::nullopt : std::make_optional<tbb::task_arena>(n_ + lease_.spare() + 1, 1)),
         arena_(shared != nullptr ? &shared->arena() : &*own_arena_),
         ctx_(tbb::task_group_context::isolated),
-        graph_(shared != nullptr ? &shared->graph() : nullptr),
-        mopts_((validate_metrics(mopts), std::move(mopts))),
-        tracing_(mopts_.trace_limit > 0),
-        metrics_(mopts_.enabled || tracing_ || static_cast<bool>(mopts_.on_snapshot)) {
-    if (metrics_) {
-      slots_ = std::make_unique<worker_slot[]>(static_cast<std::size_t>(n_));
-      mclock_.emplace();
-    }
-    if (tracing_) {
-      // trace_limit counts trace events: one per attempt, two per gauge sample (its
-      // queue-depth and busy-workers counters). Samples get at most an eighth, so
-      // they never crowd out attempts; none when that is under 4 samples.
-      sample_cap_ = mopts_.trace_limit / 16;
-      if (sample_cap_ < 4) sample_cap_ = 0;
-      attempt_cap_ = mopts_.trace_limit - 2 * sample_cap_;
-      sample_period_ = saturating_duration<clock::duration>(mopts_.sample_period);
-    }
+        graph_(shared != nullptr ? &shared->graph() : nullptr) {
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
@@ -379,13 +226,10 @@ class engine {
     } else {
       released_.store(true, std::memory_order_relaxed);
     }
-    if (sample_cap_ > 0 || mopts_.on_snapshot) {  // gauge samples and the user's snapshot callback
-      next_sample_ = sample_cap_ > 0 ? saturating_add<clock>(start_, sample_period_) : clock::time_point::max();
-      next_callback_ = mopts_.on_snapshot ? saturating_add<clock>(start_, mopts_.interval) : clock::time_point::max();
-      if (sample_cap_ > 0) add_sample(gauge_sample{ns_of(start_), 0, 0});
+    if (metrics_.first_due() != clock::time_point::max()) {  // gauge samples and the user's snapshot callback
       const std::lock_guard lk(mu_);
       start_timer_locked();
-      timer_.arm(std::min(next_sample_, next_callback_));
+      timer_.arm(metrics_.first_due());
     }
     if (run_deadline_ != clock::time_point::max()) {
       const std::lock_guard lk(mu_);
@@ -419,13 +263,12 @@ class engine {
   /// mode: 0 = don't block, 1 = block until space, 2 = block until `until`.
   push_result push(Job&& job, policy_ptr policy, int mode, clock::time_point until) {
     if (policy) validate(*policy);
-    std::uint64_t enq = 0;
-    if (metrics_) enq = mclock_->ticks();  // read outside the lock; re-read below if we waited
+    std::uint64_t enq = metrics_.ticks();  // read outside the lock; re-read below if we waited
     std::unique_lock lk(mu_);
     bool waited = false;
     if (!wait_for_room(lk, mode, until, waited)) return push_result::full;
     if (cancelled_) return push_result::cancelled;
-    if (metrics_ && waited) enq = mclock_->ticks();  // it entered the queue now
+    if (waited) enq = metrics_.ticks();  // it entered the queue now
     const int spawn = enqueue_locked(std::move(job), std::move(policy), enq);
     lk.unlock();
     spawn_workers(spawn);
@@ -440,13 +283,12 @@ class engine {
   std::size_t push_batch(std::span<Job> jobs) {
     std::size_t done = 0;
     while (done < jobs.size()) {
-      std::uint64_t enq = 0;
-      if (metrics_) enq = mclock_->ticks();
+      std::uint64_t enq = metrics_.ticks();
       std::unique_lock lk(mu_);
       bool waited = false;
       (void)wait_for_room(lk, 1, {}, waited);
       if (cancelled_) return done;
-      if (metrics_ && waited) enq = mclock_->ticks();
+      if (waited) enq = metrics_.ticks();
       int spawn = 0;
       while (done < jobs.size() && queue_.size() < capacity_) {
         spawn += enqueue_locked(std::move(jobs[done]), nullptr, enq);  // each dispatches what it may
@@ -464,8 +306,7 @@ class engine {
   /// when the queue has drained to its low watermark or the run is cancelled. `wake`
   /// must outlive this engine's run, and must not block.
   push_result offer(Job& job, const std::function<void()>& wake) {
-    std::uint64_t enq = 0;
-    if (metrics_) enq = mclock_->ticks();
+    const std::uint64_t enq = metrics_.ticks();
     std::unique_lock lk(mu_);
     if (cancelled_) return push_result::cancelled;
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
@@ -552,7 +393,7 @@ class engine {
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
     // Before the push: if the ring cannot grow (bad_alloc), the job is not queued.
-    if (metrics_) enqueued_at_.put(next_id_, enq, next_pop_id_);
+    if (metrics_.on()) enqueued_at_.put(next_id_, enq, next_pop_id_);
     queue_.push_back(std::move(job));
     if (policy) {  // rare: keeps queue entries plain jobs
       policies_.emplace(next_id_, std::move(policy));
@@ -624,7 +465,7 @@ class engine {
 
   [[nodiscard]] const pool_options& options() const noexcept { return opts_; }
 
-  [[nodiscard]] bool metrics_enabled() const noexcept { return metrics_; }
+  [[nodiscard]] bool metrics_enabled() const noexcept { return metrics_.on(); }
 
   /// Live (or, after the run, final) metrics. Lock-free; any thread.
   [[nodiscard]] metrics_snapshot metrics() const {
@@ -644,32 +485,7 @@ class engine {
     m.final = end != 0;
     const std::int64_t now = m.final ? end : ns_of(clock::now());
     m.wall = std::chrono::nanoseconds(now - ns_of(start_));
-    if (!metrics_) return m;
-    std::int64_t busy = 0;
-    const std::int64_t mnow = mclock_->now_ns();
-    for (int w = 0; w < n_; ++w) {
-      const worker_slot& s = slots_[static_cast<std::size_t>(w)];
-      m.started += s.started.load(std::memory_order_relaxed);
-      std::uint64_t done = 0;
-      std::int64_t since = 0;
-      for (;;) {  // a consistent pair: not one from before a batch's end and one from after
-        const std::uint32_t seq = s.busy_seq.load(std::memory_order_acquire);
-        done = s.busy_ns.load(std::memory_order_acquire);
-        since = s.busy_since.load(std::memory_order_acquire);
-        if ((seq & 1U) == 0 && s.busy_seq.load(std::memory_order_relaxed) == seq) break;
-      }
-      busy += static_cast<std::int64_t>(done);
-      if (since != 0 && !m.final && mnow > since) busy += mnow - since;  // the batch running now
-      s.wait.read_into(m.queue_wait);
-      s.run.read_into(m.run_time);
-    }
-    // The running batch is counted up to this reader's clock read, which may be a
-    // little later than the end the worker then records: never report less than
-    // an earlier call did, so busy time (a Prometheus counter) never goes back.
-    std::int64_t seen = busy_seen_.load(std::memory_order_relaxed);
-    while (busy > seen && !busy_seen_.compare_exchange_weak(seen, busy, std::memory_order_relaxed)) {
-    }
-    m.busy_time = std::chrono::nanoseconds(std::max(busy, seen));
+    metrics_.read_into(m, m.final);
     return m;
   }
 
@@ -679,16 +495,9 @@ class engine {
     t.workers = n_;
     t.start_ns = ns_of(start_);
     t.end_ns = end_ns_.load(std::memory_order_acquire);
-    if (!tracing_ || t.end_ns == 0) return t;
-    for (int w = 0; w < n_; ++w) {
-      const auto& ev = slots_[static_cast<std::size_t>(w)].trace;
-      t.attempts.insert(t.attempts.end(), ev.begin(), ev.end());
-    }
-    std::sort(t.attempts.begin(), t.attempts.end(),
-              [](const attempt_event& a, const attempt_event& b) { return a.start_ns < b.start_ns; });
-    t.samples = samples_;
+    if (!metrics_.tracing() || t.end_ns == 0) return t;
+    metrics_.trace_into(t);
     t.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
-    t.dropped = trace_dropped_.load(std::memory_order_relaxed) + 2 * samples_dropped_;
     return t;
   }
 
@@ -696,89 +505,6 @@ class engine {
   static std::int64_t ns_of(clock::time_point t) noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   }
-
-  static void validate_metrics(const metrics_options& m) {
-    if (m.on_snapshot && m.interval.count() <= 0) {
-      throw_error(errc::invalid_argument, "metrics_options: interval must be > 0 when on_snapshot is set, got " +
-                                              std::to_string(m.interval.count()) + " ms");
-    }
-    if (m.trace_limit > 0 && m.sample_period.count() <= 0) {
-      throw_error(errc::invalid_argument, "metrics_options: sample_period must be > 0 when tracing, got " +
-                                              std::to_string(m.sample_period.count()) + " ms");
-    }
-  }
-
-  // A histogram written by one thread at a time (the holder of a worker id) and
-  // read by any: relaxed loads and stores, no read-modify-write.
-  struct atomic_histogram {
-    std::array<std::atomic<std::uint64_t>, histogram::bucket_count> buckets{};
-    std::atomic<std::uint64_t> count{0};
-    std::atomic<std::uint64_t> sum_ns{0};
-    std::atomic<std::uint64_t> max_ns{0};
-
-    static void bump(std::atomic<std::uint64_t>& a, std::uint64_t by) noexcept {
-      a.store(a.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
-    }
-    void add(std::int64_t ns_signed) noexcept {
-      const auto ns = static_cast<std::uint64_t>(ns_signed < 0 ? 0 : ns_signed);
-      bump(buckets[histogram::bucket_of(ns)], 1);
-      bump(count, 1);
-      bump(sum_ns, ns);
-      if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
-    }
-    void read_into(histogram& h) const noexcept {
-      for (std::size_t i = 0; i < histogram::bucket_count; ++i) {
-        h.buckets[i] += buckets[i].load(std::memory_order_relaxed);
-      }
-      h.count += count.load(std::memory_order_relaxed);
-      h.sum_ns += sum_ns.load(std::memory_order_relaxed);
-      h.max_ns = std::max(h.max_ns, max_ns.load(std::memory_order_relaxed));
-    }
-  };
-
-  // When each queued job entered the FIFO, by job id: slot id % size. Jobs enter
-  // and leave in id order and at most C are queued, so a ring that has grown to
-  // the deepest queue seen never overwrites a waiting entry. A plain store per
-  // submit and a load per pull, no allocation in steady state (a deque beside the
-  // FIFO cost a third more per empty job, all of it under the FIFO's lock).
-  class id_ring {
-   public:
-    /// Records `v` for job `id`; `oldest` is the id of the oldest job still queued.
-    void put(std::uint64_t id, std::uint64_t v, std::uint64_t oldest) {
-      if (id - oldest >= size_) grow(oldest, id);
-      slots_[id & (size_ - 1)] = v;
-    }
-    /// The value recorded for `id`, which must still be queued.
-    [[nodiscard]] std::uint64_t at(std::uint64_t id) const noexcept { return slots_[id & (size_ - 1)]; }
-
-   private:
-    // Doubles until ids [oldest, id] fit, moving the queued ones. Slots are left
-    // uninitialized: each is written before it is read.
-    void grow(std::uint64_t oldest, std::uint64_t id) {
-      std::size_t size = size_ == 0 ? 64 : size_;
-      while (size <= id - oldest) size *= 2;
-      auto next = std::make_unique_for_overwrite<std::uint64_t[]>(size);
-      for (std::uint64_t k = oldest; k < id; ++k) next[k & (size - 1)] = slots_[k & (size_ - 1)];
-      slots_ = std::move(next);
-      size_ = size;
-    }
-    std::unique_ptr<std::uint64_t[]> slots_;
-    std::size_t size_ = 0;  // a power of two, or 0 before the first job
-  };
-
-  // Per worker id: written only by the thread holding that id (ownership passes
-  // through mu_), read by metrics(). Cache-line aligned: workers never false-share.
-  struct alignas(64) worker_slot {
-    std::atomic<std::uint64_t> started{0};
-    std::atomic<std::uint64_t> busy_ns{0};
-    std::atomic<std::int64_t> busy_since{0};  // start of the running batch, 0 when idle
-    // Odd while a batch's end is being recorded (busy_ns and busy_since change
-    // together): metrics() retries, so it never sees one updated without the other.
-    std::atomic<std::uint32_t> busy_seq{0};
-    atomic_histogram wait;
-    atomic_histogram run;
-    std::vector<attempt_event> trace;  // read only after the run (finish())
-  };
 
   // Counts close()/cancel() calls in progress on other threads: finish() waits
   // for them, so none touches the engine after wait() returns and it is freed.
@@ -946,7 +672,7 @@ class engine {
         for (std::size_t i = 0; i < count; ++i) {
           batch.push_back(work_item{std::move(queue_.front()), next_pop_id_++, 1});
           queue_.pop_front();
-          if (metrics_) {
+          if (metrics_.on()) {
             batch.back().ready_at = enqueued_at_.at(batch.back().id);
           }
         }
@@ -1004,7 +730,7 @@ class engine {
   void run_batch(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     busy_.fetch_add(1, std::memory_order_relaxed);
     std::int64_t ns = 0;
-    if (metrics_) [[unlikely]] {
+    if (metrics_.on()) [[unlikely]] {
       ns = run_batch_measured(wid, batch, outs);
     } else {
       const auto t0 = clock::now();
@@ -1025,74 +751,30 @@ class engine {
   // (folding a batch's waits at their mean blurred jobs of one batch that came in
   // far apart, which the metrics tests catch). Returns the batch's ns.
   std::int64_t run_batch_measured(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
-    worker_slot& slot = slots_[static_cast<std::size_t>(wid - 1)];
-    const metrics_clock& mc = *mclock_;
-    const std::uint64_t t0 = mc.ticks();
-    const std::int64_t t0_ns = mc.ns_at(t0);
-    slot.busy_since.store(t0_ns, std::memory_order_relaxed);
+    const std::uint64_t t0 = metrics_.begin_batch(wid);
     std::uint64_t started = 0;
     for (auto& item : batch) {
       const std::size_t before = outs.size();
       attempt_span span;
-      if (run_one(item, wid, outs, &span)) {
-        ++started;
-        slot.wait.add(mc.ns_between(item.ready_at, span.start));  // 0 if two cores' ticks disagree
-        slot.run.add(span.ns);
-        if (tracing_) {
-          attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
-          if (outs.size() > before) {
-            switch (outs.back().status) {
-              case job_status::succeeded:
-                st = attempt_status::succeeded;
-                break;
-              case job_status::failed:
-                st = attempt_status::failed;
-                break;
-              case job_status::cancelled:
-                st = attempt_status::cancelled;
-                break;
-            }
-          }
-          record_event(slot, attempt_event{item.id, item.attempt, wid, st, mc.ns_at(span.start), mc.ns_at(span.end)});
+      if (!run_one(item, wid, outs, &span)) continue;
+      ++started;
+      attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
+      if (outs.size() > before) {
+        switch (outs.back().status) {
+          case job_status::succeeded:
+            st = attempt_status::succeeded;
+            break;
+          case job_status::failed:
+            st = attempt_status::failed;
+            break;
+          case job_status::cancelled:
+            st = attempt_status::cancelled;
+            break;
         }
       }
+      metrics_.attempt(wid, item.ready_at, span, attempt_event{item.id, item.attempt, wid, st, 0, 0});
     }
-    const std::uint64_t t = mc.ticks();
-    atomic_histogram::bump(slot.started, started);
-    const std::int64_t batch_ns = mc.ns_between(t0, t);
-    // A seqlock (this worker is the slot's only writer): the release stores keep
-    // the odd sequence number visible before the new values.
-    const std::uint32_t seq = slot.busy_seq.load(std::memory_order_relaxed);
-    slot.busy_seq.store(seq + 1, std::memory_order_relaxed);
-    slot.busy_ns.store(slot.busy_ns.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(batch_ns),
-                       std::memory_order_release);
-    slot.busy_since.store(0, std::memory_order_release);
-    slot.busy_seq.store(seq + 2, std::memory_order_release);
-    return batch_ns;
-  }
-
-  // Attempts take the part of trace_limit that samples cannot: the first ones are
-  // kept, later ones counted as dropped.
-  void record_event(worker_slot& slot, const attempt_event& e) {
-    if (trace_used_.fetch_add(1, std::memory_order_relaxed) < attempt_cap_) {
-      slot.trace.push_back(e);
-    } else {
-      trace_dropped_.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-
-  // Keeps at most sample_cap_ (> 0) samples covering the whole run: when they fill
-  // it, every other one is dropped and sampling slows to half the rate. Called on
-  // the timer thread, or by the constructor and finish() while it is not running.
-  void add_sample(const gauge_sample& g) {
-    if (samples_.size() >= sample_cap_) {
-      std::size_t kept = 0;
-      for (std::size_t i = 0; i < samples_.size(); i += 2) samples_[kept++] = samples_[i];
-      samples_dropped_ += samples_.size() - kept;
-      samples_.resize(kept);
-      sample_period_ = saturating_double(sample_period_);
-    }
-    samples_.push_back(g);
+    return metrics_.end_batch(wid, t0, started);
   }
 
   // The retry policy of a job: its own if it was submitted with one, else the pool's.
@@ -1110,13 +792,6 @@ class engine {
     const std::lock_guard lk(mu_);
     policies_.erase(id);
   }
-
-  // When metrics are on: an attempt's start and end on the metrics clock (ticks).
-  struct attempt_span {
-    std::uint64_t start = 0;
-    std::uint64_t end = 0;
-    std::int64_t ns = 0;  // end - start, converted once
-  };
 
   // Runs one attempt. Appends the job's outcome when it reached a terminal state;
   // appends nothing when the attempt failed and was handed to the retry queue.
@@ -1142,7 +817,7 @@ class engine {
     const auto deadline = timed ? saturating_add<clock>(t0, opts_.job_timeout) : clock::time_point::max();
     job_context ctx(borrow_stop_token_t{}, item.id, wid, item.attempt, stop_token_, deadline);
     std::exception_ptr failure;
-    if (span != nullptr) span->start = mclock_->ticks();
+    if (span != nullptr) span->start = metrics_.tick_clock().ticks();
     try {
       out.value.emplace(work_(item.job, ctx));
       out.status = job_status::succeeded;
@@ -1161,8 +836,8 @@ class engine {
       failure = std::current_exception();
     }
     if (span != nullptr) {
-      span->end = mclock_->ticks();
-      span->ns = mclock_->ns_between(span->start, span->end);
+      span->end = metrics_.tick_clock().ticks();
+      span->ns = metrics_.tick_clock().ns_between(span->start, span->end);
       out.duration = std::chrono::nanoseconds(span->ns);
     } else if (clocked) {
       out.duration = clock::now() - t0;
@@ -1213,7 +888,7 @@ class engine {
   void schedule_retry(work_item& item, const retry_policy& p) {
     const auto delay = backoff_delay(p, item.id, item.attempt);
     const auto due = saturating_add<clock>(clock::now(), delay);
-    const std::uint64_t ready_at = metrics_ ? mclock_->ticks_in(delay) : 0;
+    const std::uint64_t ready_at = metrics_.on() ? metrics_.tick_clock().ticks_in(delay) : 0;
     auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ready_at});
     const std::lock_guard lk(mu_);
     // The job is not terminal yet: keep wait() from seeing a quiescent graph.
@@ -1259,20 +934,10 @@ class engine {
       spawn = dispatch_count_locked();
     }
     spawn_workers(spawn);
-    if (now >= next_sample_) {
-      add_sample(gauge_sample{mclock_->now_ns(), depth_pub_.load(std::memory_order_relaxed),
-                              busy_.load(std::memory_order_relaxed)});
-      next_sample_ = std::max(saturating_add<clock>(next_sample_, sample_period_), now);
+    if (metrics_.on()) {
+      next = std::min(next, metrics_.on_timer(now, depth_pub_.load(std::memory_order_relaxed),
+                                              busy_.load(std::memory_order_relaxed), [this] { return metrics(); }));
     }
-    if (now >= next_callback_) {
-      try {
-        mopts_.on_snapshot(metrics());
-        next_callback_ = std::max(saturating_add<clock>(next_callback_, mopts_.interval), now);
-      } catch (...) {  // NOLINT(bugprone-empty-catch): documented: a throwing callback is not called again
-        next_callback_ = clock::time_point::max();
-      }
-    }
-    next = std::min({next, next_sample_, next_callback_});
     // Each moved job gave up the reservation it took in backoff; the dispatched
     // tokens (or the workers already running) now carry it to a terminal state.
     for (std::size_t i = 0; i < moved; ++i) graph_->release_wait();
@@ -1454,7 +1119,7 @@ class engine {
   // the completed count snap() reads, and the terminal counts metrics() reads.
   void publish_delivered() noexcept {
     completed_pub_.store(n_delivered_, std::memory_order_relaxed);
-    if (metrics_) publish_counts();
+    if (metrics_.on()) publish_counts();
   }
   void publish_counts() noexcept {
     pub_succeeded_.store(n_succeeded_, std::memory_order_relaxed);
@@ -1641,9 +1306,9 @@ class engine {
     r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start_);
     pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
     pub_failed_.store(r.failed, std::memory_order_relaxed);
-    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);           // metrics() adds the queued ones
-    if (sample_cap_ > 0) add_sample(gauge_sample{mclock_->now_ns(), 0, 0});  // the timer is stopped: samples_ is ours
-    if (late_cause_ && why != cancel_cause::failure) {                       // the serial stage failed after a cancel
+    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);  // metrics() adds the queued ones
+    metrics_.add_final_sample();                                    // the timer is stopped
+    if (late_cause_ && why != cancel_cause::failure) {              // the serial stage failed after a cancel
       why = cancel_cause::failure;
       if (!r.cause) r.cause = late_cause_;
     }
@@ -1763,20 +1428,9 @@ class engine {
   alignas(64) std::atomic<std::uint64_t> pub_succeeded_{0};  // written by the aggregator only
   std::atomic<std::uint64_t> pub_failed_{0};
   std::atomic<std::uint64_t> pub_cancelled_{0};
-  alignas(64) std::atomic<std::uint64_t> trace_used_{0};  // attempts offered to the trace (every worker adds)
-  std::atomic<std::uint64_t> trace_dropped_{0};
-  std::uint64_t attempt_cap_ = 0;                    // attempts the trace keeps at most
-  std::size_t sample_cap_ = 0;                       // gauge samples it keeps at most (0: no sampling at all)
-  std::uint64_t samples_dropped_ = 0;                // timer thread only, then finish()
-  clock::duration sample_period_{};                  // doubles each time the samples are thinned; timer thread
   alignas(64) std::atomic<std::int64_t> end_ns_{0};  // 0 while the run is live
   id_ring enqueued_at_;                              // metrics: when each queued job entered (ticks), guarded by mu_
-  mutable std::atomic<std::int64_t> busy_seen_{0};   // the largest busy time metrics() returned
-  std::optional<metrics_clock> mclock_;              // set when metrics are on
-  std::unique_ptr<worker_slot[]> slots_;             // one per worker id
-  std::vector<gauge_sample> samples_;                // timer thread only, then finish()
-  clock::time_point next_sample_ = clock::time_point::max();    // timer thread only
-  clock::time_point next_callback_ = clock::time_point::max();  // timer thread only
+  run_metrics metrics_;                              // per-worker counters, histograms, trace, samples
 
   alignas(64) std::atomic<bool> closed_flag_{false};
   std::atomic<bool> released_{false};
@@ -1790,9 +1444,6 @@ class engine {
   tbb::task_arena* arena_;
   tbb::task_group_context ctx_;  // of the own graph only
   tbb::flow::graph* graph_;      // the shared graph, or own_graph_
-  const metrics_options mopts_;
-  const bool tracing_;
-  const bool metrics_;
   std::optional<tbb::flow::graph> own_graph_;
   std::optional<worker_node> workers_;
   std::optional<aggregator_node> aggregator_;
