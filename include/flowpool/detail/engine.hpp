@@ -57,11 +57,12 @@
 #include <pthread.h>
 #endif
 
-#include "flowpool/detail/reorder_window.hpp"
+#include "flowpool/detail/delivery.hpp"
 #include "flowpool/detail/retry_queue.hpp"
 #include "flowpool/detail/run_metrics.hpp"
 #include "flowpool/detail/runtime.hpp"
 #include "flowpool/detail/saturating.hpp"
+#include "flowpool/detail/wait_hold.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
 #include "flowpool/metrics.hpp"
@@ -80,9 +81,6 @@ FLOWPOOL_API void validate(const retry_policy& policy);
 /// The backoff before attempt `failed_attempt + 1` of job `job` (deterministic).
 FLOWPOOL_API std::chrono::nanoseconds backoff_delay(const retry_policy& r, std::uint64_t job,
                                                     std::uint32_t failed_attempt);
-
-/// A message describing the exception currently being handled (call from a catch block).
-FLOWPOOL_API std::string describe_current_exception();
 
 /// The lock guarding a pool's ingress. Its critical sections are a few dozen
 /// nanoseconds, and producers and workers take it at high rates: glibc's adaptive
@@ -159,11 +157,13 @@ class engine {
         low_water_(capacity_ - std::max<std::size_t>(1, capacity_ / 4)),
         max_failures_(opts_.on_error == error_policy::fail_fast ? 1 : opts_.max_failures),
         work_(std::move(work)),
-        aggregate_(std::move(aggregate)),
         start_(clock::now()),
         run_deadline_(opts_.timeout.count() > 0 ? saturating_add<clock>(start_, opts_.timeout)
                                                 : clock::time_point::max()),
         metrics_(std::move(mopts), opts_.workers, start_),
+        delivery_(
+            opts_.ordered, std::move(aggregate), opts_.on_job_done, [this](job_error e) { late_failure(std::move(e)); },
+            stop_.get_token()),
         // N workers, and spare ones (see arena_): one, plus one for each pool already
         // live in the process.
         lease_(shared != nullptr ? 0 : n_, shared != nullptr ? 0 : 1 + thread_lease::live()),
@@ -183,6 +183,7 @@ class engine {
         arena_(shared != nullptr ? &shared->arena() : &*own_arena_),
         ctx_(tbb::task_group_context::isolated),
         graph_(shared != nullptr ? &shared->graph() : nullptr) {
+    delivery_.set_publish_counts(metrics_.on());
     free_ids_.reserve(static_cast<std::size_t>(n_));
     for (int id = n_; id >= 1; --id) free_ids_.push_back(id);
     batches_.resize(static_cast<std::size_t>(n_));
@@ -221,11 +222,7 @@ class engine {
     // wait() blocks until then. A stage of a shared graph takes none: the runner waits
     // only after the stage's input is closed, and one reservation per stage would keep
     // the run's graph from going idle while a later stage is still open.
-    if (owns_graph()) {
-      graph_->reserve_wait();
-    } else {
-      released_.store(true, std::memory_order_relaxed);
-    }
+    if (owns_graph()) input_.emplace(*graph_);
     if (metrics_.first_due() != clock::time_point::max()) {  // gauge samples and the user's snapshot callback
       const std::lock_guard lk(mu_);
       start_timer_locked();
@@ -269,9 +266,9 @@ class engine {
     if (!wait_for_room(lk, mode, until, waited)) return push_result::full;
     if (cancelled_) return push_result::cancelled;
     if (waited) enq = metrics_.ticks();  // it entered the queue now
-    const int spawn = enqueue_locked(std::move(job), std::move(policy), enq);
+    wait_holds tokens = enqueue_locked(std::move(job), std::move(policy), enq);
     lk.unlock();
-    spawn_workers(spawn);
+    spawn_workers(std::move(tokens));
     return push_result::accepted;
   }
 
@@ -289,13 +286,13 @@ class engine {
       (void)wait_for_room(lk, 1, {}, waited);
       if (cancelled_) return done;
       if (waited) enq = metrics_.ticks();
-      int spawn = 0;
+      wait_holds tokens;
       while (done < jobs.size() && queue_.size() < capacity_) {
-        spawn += enqueue_locked(std::move(jobs[done]), nullptr, enq);  // each dispatches what it may
+        tokens.merge(enqueue_locked(std::move(jobs[done]), nullptr, enq));  // each dispatches what it may
         ++done;
       }
       lk.unlock();
-      spawn_workers(spawn);
+      spawn_workers(std::move(tokens));
     }
     return done;
   }
@@ -316,9 +313,9 @@ class engine {
       }
       return push_result::full;
     }
-    const int spawn = enqueue_locked(std::move(job), nullptr, enq);
+    wait_holds tokens = enqueue_locked(std::move(job), nullptr, enq);
     lk.unlock();
-    spawn_workers(spawn);
+    spawn_workers(std::move(tokens));
     return push_result::accepted;
   }
 
@@ -327,8 +324,8 @@ class engine {
   /// it was) when the next stage has no room, after arranging for `wake` to be
   /// called. Called with a null `wake` (from wait(), on the owner's thread), `f` may
   /// block. Set before the first job is submitted.
-  using forward_fn = std::function<bool(Result&, const std::function<void()>*)>;
-  void set_forward(forward_fn f) { forward_ = std::move(f); }
+  using forward_fn = typename delivery<Result>::forward_fn;
+  void set_forward(forward_fn f) { delivery_.set_forward(std::move(f), &wake_); }
 
   /// Makes the ids this engine reports (job_record::job in on_job_done, job_error::job
   /// in errors and the cause) come from the job itself, `key(job)`, instead of the
@@ -388,8 +385,8 @@ class engine {
     return true;
   }
 
-  // Queues an accepted job; returns how many worker tokens to put. Called with mu_ held.
-  int enqueue_locked(Job&& job, policy_ptr policy, std::uint64_t enq) {
+  // Queues an accepted job; returns the worker tokens to put. Called with mu_ held.
+  wait_holds enqueue_locked(Job&& job, policy_ptr policy, std::uint64_t enq) {
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
     // Before the push: if the ring cannot grow (bad_alloc), the job is not queued.
@@ -407,7 +404,7 @@ class engine {
     }
     depth_pub_.store(depth, std::memory_order_relaxed);
     submitted_pub_.store(next_id_ - 1, std::memory_order_relaxed);
-    return dispatch_count_locked();
+    return dispatch_locked();
   }
 
  public:
@@ -458,8 +455,7 @@ class engine {
     s.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
     s.busy_workers = busy_.load(std::memory_order_relaxed);
     s.submitted = submitted_pub_.load(std::memory_order_relaxed);
-    s.completed =
-        completed_pub_.load(std::memory_order_relaxed) + queued_cancelled_pub_.load(std::memory_order_relaxed);
+    s.completed = delivery_.published_completed() + queued_cancelled_pub_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -477,10 +473,9 @@ class engine {
     m.queue_depth = depth_pub_.load(std::memory_order_relaxed);
     m.max_queue_depth = max_depth_pub_.load(std::memory_order_relaxed);
     m.busy_workers = busy_.load(std::memory_order_relaxed);
-    m.succeeded = pub_succeeded_.load(std::memory_order_relaxed);
-    m.failed = pub_failed_.load(std::memory_order_relaxed);
-    m.cancelled =
-        pub_cancelled_.load(std::memory_order_relaxed) + queued_cancelled_pub_.load(std::memory_order_relaxed);
+    m.succeeded = delivery_.published_succeeded();
+    m.failed = delivery_.published_failed();
+    m.cancelled = delivery_.published_cancelled() + queued_cancelled_pub_.load(std::memory_order_relaxed);
     const std::int64_t end = end_ns_.load(std::memory_order_acquire);
     m.final = end != 0;
     const std::int64_t now = m.final ? end : ns_of(clock::now());
@@ -534,17 +529,15 @@ class engine {
     std::uint64_t ready_at = 0;  // metrics: when it entered the queue (or its backoff ends), metrics_clock ticks
   };
 
-  struct outcome {
-    std::uint64_t id = 0;   // submission order (the reorder window's index)
-    std::uint64_t key = 0;  // the id it is reported under (set_key; else id)
-    job_status status = job_status::succeeded;
-    error_kind kind = error_kind::exception;
-    int worker = 0;
-    std::uint32_t attempts = 0;
-    std::chrono::nanoseconds duration{0};
-    std::optional<Result> value;
-    std::string message;
+  // A job waiting out its backoff, or due and waiting for a worker. It holds a wait
+  // reservation until a worker takes it or a cancel ends it, so the graph is never
+  // idle while a retry is still to run.
+  struct retry_item {
+    work_item item;
+    wait_holds hold;
   };
+
+  using outcome = detail::outcome<Result>;
 
   // A micro-batch of outcomes in flight from a worker to the aggregator. Owned by
   // the engine (batch_store_), so one dropped by a cancelled task is not lost.
@@ -566,41 +559,47 @@ class engine {
     return retries_.ready() + (throttled_locked() ? 0 : queue_.size());
   }
 
-  // How many new worker tokens to dispatch now. Called with mu_ held.
-  int dispatch_count_locked() {
-    if (active_ >= n_) return 0;  // every worker is out already (most submits of a busy pool)
+  // The new worker tokens to dispatch now, each with a wait reservation: it keeps
+  // the graph "busy" between deciding to dispatch and the token landing, so wait()
+  // cannot see a quiescent graph with work still queued. Called with mu_ held.
+  wait_holds dispatch_locked() {
+    if (active_ >= n_) return {};  // every worker is out already (most submits of a busy pool)
     const std::size_t want = std::min<std::size_t>(pullable_locked(), static_cast<std::size_t>(n_ - active_));
     active_ += static_cast<int>(want);
-    // Keep the graph "busy" between deciding to dispatch and the token landing,
-    // so wait() cannot see a quiescent graph with work still queued.
-    for (std::size_t i = 0; i < want; ++i) graph_->reserve_wait();
-    return static_cast<int>(want);
+    return {*graph_, want};
   }
 
-  // Puts `count` worker tokens, each covered by a reservation that
-  // dispatch_count_locked() took. Inside this pool's arena (a worker or the
+  // Puts a worker token for each reservation that dispatch_locked() took. Inside this pool's arena (a worker or the
   // aggregator) a put spawns a task that this thread or another worker runs. A
   // put from any other thread (a producer, the timer, another pool's aggregator)
   // only runs if some thread waits in the arena, which nobody promises (oneTBB
   // queues it as "some thread will wait here"): there the tokens go through
   // task_arena::enqueue, which always gets a thread. The reservations keep the
   // graph busy until the tokens are in.
-  void spawn_workers(int count) {
-    if (count <= 0) return;
+  void spawn_workers(wait_holds tokens) {
+    if (tokens.empty()) return;
     // A body of this engine, or of another stage on the same shared arena.
     if (running_engine() == this || running_arena() == arena_) {
-      put_tokens(count);
+      put_tokens(tokens);
       return;
     }
+    token_put put{this, std::move(tokens)};
     try {
-      arena_->enqueue([this, count] { put_tokens(count); });
-    } catch (...) {  // the enqueue did not happen (no memory): put from here, as a last resort
-      put_tokens(count);
+      arena_->enqueue(std::move(put));
+    } catch (...) {  // no task was made (no memory), so `put` was not moved from: put from here
+      put();         // NOLINT(bugprone-use-after-move): enqueue moves only into a task it allocated
     }
   }
 
-  void put_tokens(int count) noexcept {
-    for (int i = 0; i < count; ++i) {
+  // The task that puts tokens from inside the arena (task_arena::enqueue calls it as const).
+  struct token_put {
+    engine* self;
+    mutable wait_holds tokens;
+    void operator()() const noexcept { self->put_tokens(tokens); }
+  };
+
+  void put_tokens(wait_holds& tokens) noexcept {
+    while (!tokens.empty()) {
       try {
         workers_->try_put(token_t{});
       } catch (...) {  // no memory for the task: this token is lost, and the run ends failed
@@ -613,7 +612,7 @@ class engine {
         } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done
         }
       }
-      graph_->release_wait();
+      tokens.release_one();
     }
   }
 
@@ -626,7 +625,7 @@ class engine {
   bool throttled_locked() const {
     if (retries_.size() >= outcome_limit_) return true;
     if (opts_.ordered) {
-      return next_pop_id_ >= reorder_.next() + window_;
+      return next_pop_id_ >= delivery_.next() + window_;
     }
     return pending_count_.load(std::memory_order_acquire) >= outcome_limit_;
   }
@@ -640,7 +639,7 @@ class engine {
     b = std::min<std::size_t>(b, cost == 0 ? 1 : static_cast<std::size_t>(batch_budget_ns / cost));
     b = std::clamp<std::size_t>(b, 1, opts_.max_batch);
     if (opts_.ordered) {
-      const std::uint64_t limit = reorder_.next() + window_;
+      const std::uint64_t limit = delivery_.next() + window_;
       b = std::min<std::size_t>(b, static_cast<std::size_t>(limit - next_pop_id_));
     }
     return std::min(b, queue_.size());
@@ -654,8 +653,8 @@ class engine {
   batch_msg worker_body() {
     int wid = 0;
     bool wake_producers = false;
-    std::vector<std::shared_ptr<work_item>> retries;  // usually empty: no allocation
-    waiter_list room;                                 // usually empty: no allocation
+    std::vector<std::shared_ptr<retry_item>> retries;  // usually empty: no allocation
+    waiter_list room;                                  // usually empty: no allocation
     {
       const std::lock_guard lk(mu_);
       if (pullable_locked() == 0) {
@@ -687,23 +686,25 @@ class engine {
     if (wake_producers) not_full_.notify_all();
     for (const auto* w : room) (*w)();
     auto& batch = batches_[static_cast<std::size_t>(wid - 1)];
-    for (auto& r : retries) batch.push_back(std::move(*r));
+    for (auto& r : retries) {
+      batch.push_back(std::move(r->item));
+      r->hold.reset();  // this task keeps the graph busy now
+    }
     outcome_batch* out = acquire_batch();
     run_batch(wid, batch, out->items);
     batch.clear();
     pending_count_.fetch_add(out->items.size(), std::memory_order_acq_rel);
-    bool again = false;
+    wait_holds again;
     {
       const std::lock_guard lk(mu_);
       free_ids_.push_back(wid);
-      again = pullable_locked() > 0;
-      if (again) {
-        graph_->reserve_wait();
+      if (pullable_locked() > 0) {
+        again = wait_holds(*graph_, 1);
       } else {
         --active_;
       }
     }
-    if (again) put_tokens(1);  // this worker goes on: queued behind us, it runs once we return
+    put_tokens(again);  // this worker goes on: queued behind us, it runs once we return
     return batch_msg{out};
   }
 
@@ -889,15 +890,16 @@ class engine {
     const auto delay = backoff_delay(p, item.id, item.attempt);
     const auto due = saturating_add<clock>(clock::now(), delay);
     const std::uint64_t ready_at = metrics_.on() ? metrics_.tick_clock().ticks_in(delay) : 0;
-    auto next = std::make_shared<work_item>(work_item{std::move(item.job), item.id, item.attempt + 1, ready_at});
+    auto next = std::make_shared<retry_item>(
+        retry_item{work_item{std::move(item.job), item.id, item.attempt + 1, ready_at}, wait_holds{}});
     const std::lock_guard lk(mu_);
-    // The job is not terminal yet: keep wait() from seeing a quiescent graph.
-    graph_->reserve_wait();
     if (cancelled_) {  // too late to retry: it ends cancelled in finish()
       retry_cancelled_.push_back(std::move(next));
-      graph_->release_wait();
       return;
     }
+    // The job is not terminal yet: keep wait() from seeing a quiescent graph once
+    // this worker's task ends.
+    next->hold = wait_holds(*graph_, 1);
     retries_.schedule(due, std::move(next));
     start_timer_locked();
     timer_.arm(due);
@@ -921,26 +923,22 @@ class engine {
   clock::time_point on_timer() {
     const auto now = clock::now();
     if (now >= run_deadline_) cancel_internal(cancel_cause::deadline);
-    int spawn = 0;
-    std::size_t moved = 0;
+    wait_holds tokens;
     clock::time_point next = clock::time_point::max();
     {
       const std::lock_guard lk(mu_);
-      moved = retries_.move_due(now);
+      (void)retries_.move_due(now);  // each keeps its reservation until a worker takes it
       next = retries_.next_due();
       if (!deadline_fired_ && run_deadline_ != clock::time_point::max() && !cancelled_) {
         next = std::min(next, run_deadline_);
       }
-      spawn = dispatch_count_locked();
+      tokens = dispatch_locked();
     }
-    spawn_workers(spawn);
+    spawn_workers(std::move(tokens));
     if (metrics_.on()) {
       next = std::min(next, metrics_.on_timer(now, depth_pub_.load(std::memory_order_relaxed),
                                               busy_.load(std::memory_order_relaxed), [this] { return metrics(); }));
     }
-    // Each moved job gave up the reservation it took in backoff; the dispatched
-    // tokens (or the workers already running) now carry it to a terminal state.
-    for (std::size_t i = 0; i < moved; ++i) graph_->release_wait();
     return next;
   }
 
@@ -948,203 +946,95 @@ class engine {
 
   // The serial aggregator node's body: folds one micro-batch.
   // A null batch is a worker invocation that produced nothing, or the next stage's
-  // wake-up after a stalled hand-off (see forward_): either way, stalled outcomes
+  // wake-up after a stalled hand-off (see set_forward): either way, stalled outcomes
   // are offered again first.
   void aggregator_body(batch_msg m) {
-    if (m.batch == nullptr && !stalled()) return;
-    const std::size_t stalled_before = stalled_.size();
-    if (stalled()) retry_stalled();
+    if (m.batch == nullptr && !delivery_.stalled()) return;
+    const std::size_t stalled_before = delivery_.stalled_count();
+    if (delivery_.stalled()) delivery_.retry_stalled();
     std::size_t n = 0;
     if (m.batch != nullptr) {
-      fold(m.batch->items);
+      delivery_.fold(m.batch->items);
       n = m.batch->items.size();
       release_batch(m.batch);
-    } else {
-      publish_delivered();
     }
     // Outcomes left stalled still count as pending, so the workers stop pulling
     // (throttled_locked) while the next stage has no room.
-    pending_count_.fetch_sub(n + stalled_before - stalled_.size(), std::memory_order_acq_rel);
-    if (forward_) hold_while_stalled();  // only a linked stage ever stalls: no extra lock per batch otherwise
+    pending_count_.fetch_sub(n + stalled_before - delivery_.stalled_count(), std::memory_order_acq_rel);
+    if (delivery_.forwards())
+      hold_while_stalled();  // only a linked stage ever stalls: no extra lock per batch otherwise
     // Workers stop pulling while we are behind (or outside the reorder window):
     // restart them now that we caught up.
-    int spawn = 0;
+    wait_holds tokens;
     {
       const std::lock_guard lk(mu_);
-      if (active_ < n_) spawn = dispatch_count_locked();
+      if (active_ < n_) tokens = dispatch_locked();
     }
-    spawn_workers(spawn);
-  }
-
-  void fold(std::vector<outcome>& batch) {
-    if (!opts_.ordered) {
-      std::size_t i = 0;
-      if (stalled_.empty()) {
-        while (i < batch.size() && deliver(batch[i])) ++i;
-      }
-      for (; i < batch.size(); ++i) stalled_.push_back(std::move(batch[i]));  // behind the stalled one
-    } else {
-      for (auto& o : batch) reorder_.park(std::move(o));
-      deliver_in_order();
-    }
-    publish_delivered();
-  }
-
-  // Ordered mode: delivers the parked outcomes whose turn it is (reorder_window).
-  void deliver_in_order() {
-    stalled_ordered_ = false;
-    while (auto* o = reorder_.front()) {
-      if (!deliver_ordered(*o)) {  // stays parked: the window stops here until a wake-up
-        stalled_ordered_ = true;
-        break;
-      }
-      reorder_.pop_front();
-    }
+    spawn_workers(std::move(tokens));
   }
 
   // ---- stalled hand-offs (a graph run's stages before the last) --------------------------
   //
   // A stage hands its results to the next one without ever blocking a TBB thread:
-  // when the next stage's queue is full, the outcome stays here (stalled_, or parked
-  // at the head of the reorder window), the workers stop pulling (throttled_locked),
+  // when the next stage's queue is full, the outcome stays in delivery_ (stalled, or
+  // parked at the head of the reorder window), the workers stop pulling (throttled_locked),
   // and the next stage calls wake_ once it has room. A graph reservation is held
   // while stalled, so wait() cannot see an idle graph with results still to hand on.
 
-  [[nodiscard]] bool stalled() const noexcept { return !stalled_.empty() || stalled_ordered_; }
-
-  void retry_stalled() {
-    if (opts_.ordered) {
-      deliver_in_order();
-      return;
-    }
-    while (!stalled_.empty() && deliver(stalled_.front())) stalled_.pop_front();
-  }
-
   void hold_while_stalled() {
-    const bool now_stalled = stalled();
-    bool release = false;
-    {
-      const std::lock_guard lk(mu_);
-      if (now_stalled && !stall_held_ && !cancelled_ && !finishing_) {
-        stall_held_ = true;
-        graph_->reserve_wait();
-      } else if (!now_stalled && stall_held_) {
-        stall_held_ = false;
-        release = true;
-      }
+    const bool now_stalled = delivery_.stalled();
+    wait_holds released;  // given back outside the lock
+    const std::lock_guard lk(mu_);
+    if (now_stalled && stall_hold_.empty() && !cancelled_ && !finishing_) {
+      stall_hold_ = wait_holds(*graph_, 1);
+    } else if (!now_stalled) {
+      released = std::move(stall_hold_);
     }
-    if (release) graph_->release_wait();
   }
 
   // wake_: called by the next stage (any thread, none of its locks held). Puts a null
   // batch to the serial node from inside this arena; the reservation keeps the graph
   // (and this engine) alive until it is in.
   void wake_aggregator() {
+    wake_put put{this, {}};
     {
       const std::lock_guard lk(mu_);
       if (finishing_) return;  // finish() hands on what is left itself
-      graph_->reserve_wait();
+      put.hold = wait_holds(*graph_, 1);
     }
     try {
-      arena_->enqueue([this] {
-        try {
-          aggregator_->try_put(batch_msg{});
-        } catch (...) {
-          internal_failure("wake-up");
-        }
-        graph_->release_wait();
-      });
-    } catch (...) {
-      graph_->release_wait();
+      arena_->enqueue(std::move(put));
+    } catch (...) {      // no task was made (no memory), so `put` was not moved from
+      put.hold.reset();  // NOLINT(bugprone-use-after-move): enqueue moves only into a task it allocated
       internal_failure("wake-up");
     }
   }
 
-  // Ordered mode, once the run is cancelled: delivery stops at the first job that
-  // did not succeed (or never came). Every outcome behind it ends cancelled, even
-  // one that succeeded, so what was delivered is a prefix of the input and a rerun
-  // of the jobs not succeeded (a resume) continues the output in order.
-  bool deliver_ordered(outcome& o) {
-    if (ordered_cut_) {
-      o.value.reset();
-      o.message.clear();
-      o.status = job_status::cancelled;
-      o.kind = error_kind::cancelled;
-    } else if (o.status != job_status::succeeded && stop_.stop_requested()) {
-      ordered_cut_ = true;
-    }
-    return deliver(o);
-  }
-
-  // Delivers one terminal outcome. Returns false only when a forward_ hand-off found
-  // no room: then nothing changed, and the outcome must be delivered again later.
-  bool deliver(outcome& o) {
-    switch (o.status) {
-      case job_status::succeeded:
-        if (aggregator_failed_) {  // the fold is broken: account, do not feed it
-          o.status = job_status::cancelled;
-          ++n_cancelled_;
-          break;
-        }
+  // The task that wakes the serial node (task_arena::enqueue calls it as const).
+  struct wake_put {
+    engine* self;
+    mutable wait_holds hold;
+    void operator()() const noexcept {
+      try {
+        self->aggregator_->try_put(batch_msg{});
+      } catch (...) {
         try {
-          if (forward_) {
-            if (!forward_(*o.value, blocking_forward_ ? nullptr : &wake_)) return false;
-          } else {
-            aggregate_(std::move(*o.value));
-          }
-          ++n_succeeded_;
-        } catch (...) {
-          o.status = job_status::failed;
-          ++n_failed_;
-          aggregator_failed_ = true;
-          errors_.push_back(job_error{o.key, o.attempts, error_kind::aggregator,
-                                      "aggregator threw on this job's result: " + describe_current_exception()});
-          late_failure(errors_.back());
+          self->internal_failure("wake-up");
+        } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done
         }
-        break;
-      case job_status::failed:
-        ++n_failed_;
-        errors_.push_back(job_error{o.key, o.attempts, o.kind, std::move(o.message)});
-        break;
-      case job_status::cancelled:
-        ++n_cancelled_;
-        break;
+      }
+      hold.reset();  // the last use of `self`: the engine may be gone once the graph is idle
     }
-    ++n_delivered_;
-    if (opts_.on_job_done) call_hook(job_record{o.key, o.status, o.attempts, o.worker, o.duration});
-    return true;
-  }
-
-  // Aggregator only (single writer), once per folded batch rather than per job:
-  // the completed count snap() reads, and the terminal counts metrics() reads.
-  void publish_delivered() noexcept {
-    completed_pub_.store(n_delivered_, std::memory_order_relaxed);
-    if (metrics_.on()) publish_counts();
-  }
-  void publish_counts() noexcept {
-    pub_succeeded_.store(n_succeeded_, std::memory_order_relaxed);
-    pub_failed_.store(n_failed_, std::memory_order_relaxed);
-    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);
-  }
-
-  // The user's on_job_done hook. If it throws, the run fails with that as its
-  // cause (the job's own terminal state stays as it was), and the hook is not
-  // called again: it is as broken as an aggregator that threw.
-  void call_hook(const job_record& rec) {
-    if (hook_failed_) return;
-    try {
-      opts_.on_job_done(rec);
-    } catch (...) {
-      hook_failed_ = true;
-      late_failure(job_error{rec.job, rec.attempts, error_kind::aggregator,
-                             "on_job_done threw on this job's record: " + describe_current_exception()});
-    }
-  }
+  };
 
   // A failure of the serial stage (aggregator or hook): the run fails, even if it
   // was already cancelled or is finishing, and the report names it.
+  // Any thread (an internal failure may come from a worker).
   void late_failure(job_error e) {
-    if (!late_cause_) late_cause_ = e;
+    {
+      const std::lock_guard lk(mu_);
+      if (!late_cause_) late_cause_ = e;
+    }
     cancel_internal(cancel_cause::failure, std::move(e));
   }
 
@@ -1159,8 +1049,8 @@ class engine {
   // no context cancel).
   [[nodiscard]] bool owns_graph() const noexcept { return own_arena_.has_value(); }
 
-  void release_input() {
-    if (!released_.exchange(true, std::memory_order_acq_rel)) graph_->release_wait();
+  void release_input() noexcept {
+    if (input_) input_->release();
   }
 
   void close_input() {
@@ -1175,9 +1065,8 @@ class engine {
 
   void cancel_internal(cancel_cause why, std::optional<job_error> cause = std::nullopt) {
     std::deque<Job> dropped;
-    std::size_t released_backoffs = 0;
+    wait_holds released;  // the reservations of retries and of a stalled hand-off, given back outside the lock
     waiter_list room;
-    bool release_stall = false;
     {
       const std::lock_guard lk(mu_);
       if (why == cancel_cause::deadline) deadline_fired_ = true;
@@ -1202,12 +1091,15 @@ class engine {
       queued_cancelled_pub_.store(next_id_ - next_pop_id_, std::memory_order_relaxed);
       depth_pub_.store(0, std::memory_order_relaxed);
       // Jobs in backoff, or due and not yet pulled, end cancelled too.
-      released_backoffs = retries_.take_all(retry_cancelled_);
+      const std::size_t before = retry_cancelled_.size();
+      (void)retries_.take_all(retry_cancelled_);
+      for (std::size_t i = before; i < retry_cancelled_.size(); ++i)
+        released.merge(std::move(retry_cancelled_[i]->hold));
       // An upstream stage waiting for room learns of the cancel (its hand-off now
       // says cancelled); a hand-off of ours that waits for room is finished by
       // finish(), after the graph went idle.
       room.swap(room_waiters_);
-      release_stall = std::exchange(stall_held_, false);
+      released.merge(std::move(stall_hold_));
       // Under mu_: a live task or the input reservation exists here, so the graph
       // cannot go idle (and wait_for_all() reset the context) before this runs. A
       // stage of a shared graph cancels no context: it would cancel the other stages'
@@ -1216,8 +1108,7 @@ class engine {
       if (owns_graph()) ctx_.cancel_group_execution();
     }
     not_full_.notify_all();
-    for (std::size_t i = 0; i < released_backoffs; ++i) graph_->release_wait();
-    if (release_stall) graph_->release_wait();
+    released.reset();
     for (const auto* w : room) (*w)();
     release_input();
     if (why == cancel_cause::failure && on_failure_) on_failure_();
@@ -1235,7 +1126,7 @@ class engine {
     bool was_cancelled = false;
     std::uint64_t cancelled_from = 0;
     cancel_cause why = cancel_cause::none;
-    std::vector<std::shared_ptr<work_item>> retry_cancelled;
+    std::vector<std::shared_ptr<retry_item>> retry_cancelled;
     {
       std::unique_lock lk(mu_);
       // A close()/cancel() racing this wait() from another thread may still be on
@@ -1248,38 +1139,28 @@ class engine {
     }
     // No TBB task is running now: fold every outcome batch a cancelled task dropped,
     // and hand on what a cancel left stalled (blocking is allowed on this thread).
-    blocking_forward_ = true;
+    delivery_.set_blocking();
     for (auto& b : batch_store_) {
       if (b.in_flight) {
-        fold(b.items);
+        delivery_.fold(b.items);
         release_batch(&b);
       }
     }
-    retry_stalled();
+    delivery_.retry_stalled();
     pending_count_.store(0, std::memory_order_release);
     // Jobs cancelled while in backoff: their earlier attempts count.
     std::vector<outcome> tail;
     for (auto& r : retry_cancelled) {
       outcome o;
-      o.id = r->id;
-      o.key = key_ != nullptr ? key_(r->job) : r->id;
+      o.id = r->item.id;
+      o.key = key_ != nullptr ? key_(r->item.job) : r->item.id;
       o.status = job_status::cancelled;
       o.kind = error_kind::cancelled;
-      o.attempts = r->attempt - 1;
+      o.attempts = r->item.attempt - 1;
       tail.push_back(std::move(o));
     }
-    fold(tail);
-    if (opts_.ordered) {  // deliver what remains, skipping ids that will never come
-      for (std::uint64_t id = reorder_.next(); id < next_pop_id_; ++id) {
-        if (auto* o = reorder_.find(id)) {
-          (void)deliver_ordered(*o);  // never refused here: blocking_forward_
-          reorder_.erase(id);
-        } else if (was_cancelled) {
-          ordered_cut_ = true;  // a gap: nothing behind it is delivered as succeeded
-        }
-      }
-      publish_delivered();
-    }
+    delivery_.fold(tail);
+    delivery_.flush(next_pop_id_, was_cancelled);  // ordered: what remains, skipping ids that will never come
     const std::uint64_t submitted = next_id_ - 1;  // stable: no submit is accepted once closed or cancelled
     std::uint64_t queued_cancelled = 0;
     if (was_cancelled) {
@@ -1287,30 +1168,30 @@ class engine {
       for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
         const std::uint64_t key =
             id - cancelled_from < cancelled_keys_.size() ? cancelled_keys_[id - cancelled_from] : id;
-        if (opts_.on_job_done) call_hook(job_record{key, job_status::cancelled, 0, 0, {}});
+        delivery_.record_only(job_record{key, job_status::cancelled, 0, 0, {}});
       }
     }
     report r;
     r.submitted = submitted;
-    r.succeeded = n_succeeded_;
-    r.failed = n_failed_;
-    r.cancelled = n_cancelled_ + queued_cancelled;
+    r.succeeded = delivery_.succeeded();
+    r.failed = delivery_.failed();
+    r.cancelled = delivery_.cancelled() + queued_cancelled;
     r.retried = retried_.load(std::memory_order_relaxed);
     r.max_queue_depth = max_depth_;
-    r.errors = std::move(errors_);
+    r.errors = delivery_.take_errors();
+    std::optional<job_error> late_cause;
     {
       const std::lock_guard lk(mu_);
       r.cause = cause_;
+      late_cause = late_cause_;
     }
     const auto end = clock::now();
     r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start_);
-    pub_succeeded_.store(r.succeeded, std::memory_order_relaxed);
-    pub_failed_.store(r.failed, std::memory_order_relaxed);
-    pub_cancelled_.store(n_cancelled_, std::memory_order_relaxed);  // metrics() adds the queued ones
-    metrics_.add_final_sample();                                    // the timer is stopped
-    if (late_cause_ && why != cancel_cause::failure) {              // the serial stage failed after a cancel
+    delivery_.publish_final();                         // metrics() adds the queued cancelled ones
+    metrics_.add_final_sample();                       // the timer is stopped
+    if (late_cause && why != cancel_cause::failure) {  // the serial stage failed after a cancel
       why = cancel_cause::failure;
-      if (!r.cause) r.cause = late_cause_;
+      if (!r.cause) r.cause = late_cause;
     }
     switch (why) {
       case cancel_cause::user:
@@ -1344,7 +1225,6 @@ class engine {
   const std::size_t low_water_;  // blocked producers are woken at this depth
   const std::uint64_t max_failures_;
   worker_fn work_;
-  aggregator_fn aggregate_;
   const clock::time_point start_;
   const clock::time_point run_deadline_;
   static constexpr std::uint64_t batch_budget_ns = 20'000;  // a batch should take about this long
@@ -1371,12 +1251,13 @@ class engine {
   bool deadline_fired_ = false;
   cancel_cause cause_kind_ = cancel_cause::none;
   std::optional<job_error> cause_;
+  std::optional<job_error> late_cause_;  // the serial stage (aggregator, hook) or an internal failure
   std::vector<int> free_ids_;
-  retry_queue<work_item> retries_;                           // jobs in backoff, and retries due
-  std::vector<std::shared_ptr<work_item>> retry_cancelled_;  // retries cut by cancel
+  retry_queue<retry_item> retries_;                           // jobs in backoff, and retries due
+  std::vector<std::shared_ptr<retry_item>> retry_cancelled_;  // retries cut by cancel
   using waiter_list = std::vector<const std::function<void()>*>;
   waiter_list room_waiters_;  // upstream stages whose hand-off found the queue full
-  bool stall_held_ = false;   // a graph reservation held while our own hand-off is stalled
+  wait_holds stall_hold_;     // held while our own hand-off is stalled
 
   // ---- per worker id (owned by whoever holds the id) --------------------------------------
   std::vector<std::vector<work_item>> batches_;  // reused: no allocation per job
@@ -1397,46 +1278,28 @@ class engine {
   std::atomic<bool> has_policies_{false};  // set once a job is submitted with its own policy
 
   // ---- aggregator-only state (the serial node, or finish() after quiescence) ----------
-  reorder_window<outcome> reorder_;  // ordered mode (next() is read by the workers)
-  bool ordered_cut_ = false;         // ordered mode, cancelled: outcomes from here on end cancelled
-  std::uint64_t n_succeeded_ = 0;
-  std::uint64_t n_failed_ = 0;
-  std::uint64_t n_cancelled_ = 0;
-  std::uint64_t n_delivered_ = 0;  // terminal outcomes folded; published per batch (completed_pub_)
-  bool aggregator_failed_ = false;
-  bool hook_failed_ = false;
   bool hook_timing_ = true;           // set_hook_timing
   std::function<void()> on_failure_;  // set_on_failure
   key_fn key_ = nullptr;              // set_key: the job's own id, reported instead of the submission order
-  forward_fn forward_;                // set: results go to the next stage (set_forward)
   const std::function<void()> wake_ = [this] { wake_aggregator(); };  // handed to the next stage
-  std::deque<outcome> stalled_;    // unordered: outcomes waiting for room downstream, in order
-  bool stalled_ordered_ = false;   // ordered: the window's head waits for room downstream
-  bool blocking_forward_ = false;  // finish(): hand-offs may block (the owner's thread)
-  std::optional<job_error> late_cause_;
-  std::vector<job_error> errors_;
 
   // ---- published for snapshot() (relaxed) -------------------------------------------------
   alignas(64) std::atomic<std::size_t> depth_pub_{0};
   std::atomic<std::size_t> max_depth_pub_{0};
   std::atomic<std::uint64_t> submitted_pub_{0};
   alignas(64) std::atomic<int> busy_{0};
-  alignas(64) std::atomic<std::uint64_t> completed_pub_{0};
   std::atomic<std::uint64_t> queued_cancelled_pub_{0};  // jobs cancel() took from the FIFO (set once)
 
   // ---- metrics (see flowpool/metrics.hpp); all unused when metrics are off --------------
-  alignas(64) std::atomic<std::uint64_t> pub_succeeded_{0};  // written by the aggregator only
-  std::atomic<std::uint64_t> pub_failed_{0};
-  std::atomic<std::uint64_t> pub_cancelled_{0};
   alignas(64) std::atomic<std::int64_t> end_ns_{0};  // 0 while the run is live
   id_ring enqueued_at_;                              // metrics: when each queued job entered (ticks), guarded by mu_
   run_metrics metrics_;                              // per-worker counters, histograms, trace, samples
 
   alignas(64) std::atomic<bool> closed_flag_{false};
-  std::atomic<bool> released_{false};
   std::atomic<bool> finished_{false};
   std::stop_source stop_;
   const std::stop_token stop_token_ = stop_.get_token();  // lent to every job_context: no copy per job
+  delivery<Result> delivery_;  // the aggregator's state: counts, errors, reorder window, stalled hand-offs
 
   // ---- TBB and the timer (declared last: destroyed first) ---------------------------------
   thread_lease lease_;
@@ -1445,6 +1308,7 @@ class engine {
   tbb::task_group_context ctx_;  // of the own graph only
   tbb::flow::graph* graph_;      // the shared graph, or own_graph_
   std::optional<tbb::flow::graph> own_graph_;
+  std::optional<once_hold> input_;  // a pool's own graph: held until close() or cancel(), so wait() blocks
   std::optional<worker_node> workers_;
   std::optional<aggregator_node> aggregator_;
   wakeup_timer timer_;
