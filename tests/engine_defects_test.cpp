@@ -159,11 +159,13 @@ TEST_CASE("stages linked by non-blocking hand-offs never hang and keep their bou
     for (int k = 0; k + 1 < stages; ++k) {
       engine_t& next = *e[static_cast<std::size_t>(k + 1)];
       e[static_cast<std::size_t>(k)]->set_forward([&next](int& v, const std::function<void()>* wake) {
-        const auto r = wake != nullptr ? next.offer(v, *wake) : next.push(std::move(v), nullptr, 1, {});
+        const auto r =
+            wake != nullptr ? next.offer(v, *wake) : next.push(std::move(v), nullptr, engine_t::when_full::block);
         return r != engine_t::push_result::full;
       });
     }
-    for (int i = 0; i < items; ++i) REQUIRE(e[0]->push(int{i}, nullptr, 1, {}) == engine_t::push_result::accepted);
+    for (int i = 0; i < items; ++i)
+      REQUIRE(e[0]->push(int{i}, nullptr, engine_t::when_full::block) == engine_t::push_result::accepted);
     for (auto& s : e) {
       s->close();
       const auto r = s->wait();

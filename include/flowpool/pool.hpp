@@ -20,7 +20,7 @@ namespace flowpool {
 /// A callable that turns a `const Job&` into a `Result`, given the job's context.
 template <class F, class Job, class Result>
 concept worker_for = std::invocable<F&, const Job&, job_context&> &&
-                     std::convertible_to<std::invoke_result_t<F&, const Job&, job_context&>, Result>;
+    std::convertible_to<std::invoke_result_t<F&, const Job&, job_context&>, Result>;
 
 /// A callable that consumes one `Result&&`: the serial fold of a run.
 template <class F, class Result>
@@ -103,8 +103,8 @@ class pool {
   ///         the workers of the live pools at once in this process.
   template <class Worker, class Aggregator>
   pool(pool_options options, Worker worker, Aggregator aggregator)
-      : engine_(std::make_unique<detail::engine<Job, Result>>(
-            std::move(options), check_worker(std::move(worker)), check_aggregator(std::move(aggregator)))) {}
+      : engine_(std::make_unique<detail::engine<Job, Result>>(std::move(options), check_worker(std::move(worker)),
+                                                              check_aggregator(std::move(aggregator)))) {}
 
   /// Builds the graph and starts the run, with metrics (and optionally a trace) on.
   ///
@@ -151,7 +151,7 @@ class pool {
   /// @code
   ///   if (!pool.submit(job)) return;   // run was cancelled
   /// @endcode
-  bool submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, 1, {})); }
+  bool submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, engine_type::when_full::block)); }
 
   /// Like `submit(job)`, with a retry policy for this job only (it replaces the
   /// pool's `options.retry` for this job).
@@ -164,8 +164,8 @@ class pool {
   ///   pool.submit(download_job, flaky);
   /// @endcode
   bool submit(Job job, retry_policy policy) {
-    return accepted(
-        engine_->push(std::move(job), std::make_shared<const retry_policy>(std::move(policy)), 1, {}));
+    return accepted(engine_->push(std::move(job), std::make_shared<const retry_policy>(std::move(policy)),
+                                  engine_type::when_full::block));
   }
 
   /// Submits every job of `jobs`, in order, blocking while the queue is full (like
@@ -190,7 +190,9 @@ class pool {
   /// @code
   ///   while (!pool.try_submit(job) && !pool.cancelled()) do_something_else();
   /// @endcode
-  [[nodiscard]] bool try_submit(Job job) { return accepted(engine_->push(std::move(job), nullptr, 0, {})); }
+  [[nodiscard]] bool try_submit(Job job) {
+    return accepted(engine_->push(std::move(job), nullptr, engine_type::when_full::fail));
+  }
 
   /// Submits, waiting at most `timeout` for room in the queue. A timeout too long
   /// to represent on the steady clock (e.g. `seconds::max()`) waits without limit.
@@ -204,7 +206,7 @@ class pool {
   [[nodiscard]] bool submit_for(Job job, std::chrono::duration<Rep, Period> timeout) {
     // Saturated: a timeout too long to represent (seconds::max()) waits without limit.
     const auto until = detail::saturating_add<std::chrono::steady_clock>(std::chrono::steady_clock::now(), timeout);
-    return accepted(engine_->push(std::move(job), nullptr, 2, until));
+    return accepted(engine_->push(std::move(job), nullptr, engine_type::when_full::until, until));
   }
 
   /// Ends the input: no more submits (they throw errc::closed); producers
@@ -298,9 +300,7 @@ class pool {
                   "flowpool::pool: the aggregator must be callable as void(Result&&)");
     return typename engine_type::aggregator_fn(std::forward<Aggregator>(a));
   }
-  static bool accepted(typename engine_type::push_result r) noexcept {
-    return r == engine_type::push_result::accepted;
-  }
+  static bool accepted(typename engine_type::push_result r) noexcept { return r == engine_type::push_result::accepted; }
 
   std::unique_ptr<engine_type> engine_;
 };

@@ -251,6 +251,90 @@ bool write_outputs(const run_args& a, const flowpool::graph_report& r, bool metr
   return ok;
 }
 
+// Every output file is checked before the run, so that a run never does all its work and
+// then loses the result. Prints why a path is unusable.
+bool outputs_writable(const run_args& a) {
+  for (const auto& [flag, path] : {std::pair{"--report", &a.report}, std::pair{"--metrics", &a.metrics},
+                                   std::pair{"--trace", &a.trace}, std::pair{"--timeline", &a.timeline}}) {
+    if (path->empty()) continue;
+    if (const std::string why = output_problem(*path); !why.empty()) {
+      print_output_error(flag, *path, why);
+      return false;
+    }
+  }
+  return true;
+}
+
+// The progress line on stderr: a bar and an ETA when the total is known, a count otherwise.
+// On a terminal it redraws one line; elsewhere it prints a line per update.
+auto progress_printer(std::chrono::steady_clock::time_point start, bool tty) {
+  return [start, tty](std::uint64_t done, std::optional<std::uint64_t> total, std::uint64_t failed, int busy,
+                      int workers) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    std::ostringstream line;
+    if (total && *total > 0) {
+      const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(*total));
+      const int filled = static_cast<int>(frac * 30);
+      line << '[' << std::string(static_cast<std::size_t>(filled), '#')
+           << std::string(static_cast<std::size_t>(30 - filled), '.') << "] " << done << '/' << *total;
+      if (rate > 0 && done < *total) line << " ETA " << fmt_duration(static_cast<double>(*total - done) / rate);
+    } else {
+      line << done << " done";
+    }
+    line << "  " << static_cast<long long>(rate) << "/s  busy " << busy << '/' << workers << "  failed " << failed;
+    std::cerr << (tty ? "\r\033[K" : "") << line.str() << (tty ? "" : "\n") << std::flush;
+  };
+}
+
+// The summary line (unless -q), what stopped the run, and the first 10 errors.
+void print_summary(const run_args& a, const flowpool::graph_report& r) {
+  if (!a.quiet) {
+    // A run that failed with no failed item failed for another reason: say which.
+    std::string why;
+    if (r.status == "failed" && r.failed == 0 && r.cause) {
+      const auto& m = r.cause->message;
+      why = m.rfind("sink: ", 0) == 0     ? " (the sink could not commit its output)"
+            : m.rfind("source: ", 0) == 0 ? " (the source failed)"
+            : m.rfind("--joblog", 0) == 0 ? " (the joblog or resume state could not be written)"
+                                          : "";
+    }
+    std::cerr << "flowpool: " << r.graph << ": " << r.status << why << ": " << r.succeeded << " succeeded, " << r.failed
+              << " failed, " << r.cancelled << " cancelled";
+    if (r.skipped > 0) std::cerr << ", " << r.skipped << " skipped (resume)";
+    if (r.retried > 0) std::cerr << ", " << r.retried << " retries";
+    std::cerr << " in " << static_cast<long long>(r.wall_ms) << " ms\n";
+  } else if (r.status != "ok" && !r.cause && r.errors.empty()) {
+    // -q drops the summary, never the reason a run did not succeed.
+    std::cerr << "flowpool: " << r.graph << ": " << r.status << '\n';
+  }
+  if (r.cause) std::cerr << "flowpool: stopped by: item " << r.cause->job << ": " << r.cause->message << '\n';
+  std::size_t shown = 0;
+  for (const auto& e : r.errors) {
+    if (++shown > 10) {
+      std::cerr << "flowpool: ... and " << r.errors.size() - 10 << " more errors (see --report)\n";
+      break;
+    }
+    std::cerr << "flowpool: item " << e.job << " failed after " << e.attempts << " attempt"
+              << (e.attempts == 1 ? "" : "s") << " (" << flowpool::to_string(e.kind) << "): " << e.message << '\n';
+  }
+}
+
+// The exit code of a finished run (docs/cli.md, "Exit codes").
+int exit_code(const flowpool::graph_report& r, bool outputs_ok) {
+  int code = kExitOk;
+  if (r.status == "interrupted") {
+    code = 128 + (r.signal != 0 ? r.signal : SIGINT);
+  } else if (r.status == "timed_out") {
+    code = kExitTimedOut;
+  } else if (r.status == "failed") {
+    code = kExitFailed;
+  }
+  // An output that could not be written fails an otherwise successful run.
+  if (!outputs_ok && code == kExitOk) code = kExitFailed;
+  return code;
+}
+
 int cmd_run(const run_args& a) {
   flowpool::graph_spec spec;
   try {
@@ -258,16 +342,7 @@ int cmd_run(const run_args& a) {
   } catch (const flowpool::spec_error& e) {
     return report_spec_error(a.graph, e);
   }
-  // Every output file is checked before the run, so that a run never does all its work and
-  // then loses the result.
-  for (const auto& [flag, path] : {std::pair{"--report", &a.report}, std::pair{"--metrics", &a.metrics},
-                                   std::pair{"--trace", &a.trace}, std::pair{"--timeline", &a.timeline}}) {
-    if (path->empty()) continue;
-    if (const std::string why = output_problem(*path); !why.empty()) {
-      print_output_error(flag, *path, why);
-      return kExitUsage;
-    }
-  }
+  if (!outputs_writable(a)) return kExitUsage;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const bool show_progress = !a.quiet && !a.no_progress && (a.progress || tty);
   install_signal_handlers();
@@ -276,26 +351,7 @@ int cmd_run(const run_args& a) {
   ctl.joblog = a.joblog;
   ctl.resume = a.resume;
   ctl.interrupt = &g_signal;
-  const auto start = std::chrono::steady_clock::now();
-  if (show_progress) {
-    ctl.on_progress = [start, tty](std::uint64_t done, std::optional<std::uint64_t> total, std::uint64_t failed,
-                                   int busy, int workers) {
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-      std::ostringstream line;
-      if (total && *total > 0) {
-        const double frac = std::min(1.0, static_cast<double>(done) / static_cast<double>(*total));
-        const int filled = static_cast<int>(frac * 30);
-        line << '[' << std::string(static_cast<std::size_t>(filled), '#')
-             << std::string(static_cast<std::size_t>(30 - filled), '.') << "] " << done << '/' << *total;
-        if (rate > 0 && done < *total) line << " ETA " << fmt_duration(static_cast<double>(*total - done) / rate);
-      } else {
-        line << done << " done";
-      }
-      line << "  " << static_cast<long long>(rate) << "/s  busy " << busy << '/' << workers << "  failed " << failed;
-      std::cerr << (tty ? "\r\033[K" : "") << line.str() << (tty ? "" : "\n") << std::flush;
-    };
-  }
+  if (show_progress) ctl.on_progress = progress_printer(std::chrono::steady_clock::now(), tty);
   // Observability: metrics for --report/--metrics, a trace for --trace/--timeline.
   ctl.metrics = !a.report.empty() || !a.metrics.empty() || !a.trace.empty() || !a.timeline.empty();
   ctl.trace_limit = a.trace.empty() && a.timeline.empty() ? 0 : a.trace_limit;
@@ -330,46 +386,8 @@ int cmd_run(const run_args& a) {
   std::cout.flush();
   if (show_progress && tty) std::cerr << "\r\033[K";
   const bool outputs_ok = write_outputs(a, r, metrics_reported.load());
-  if (!a.quiet) {
-    // A run that failed with no failed item failed for another reason: say which.
-    std::string why;
-    if (r.status == "failed" && r.failed == 0 && r.cause) {
-      const auto& m = r.cause->message;
-      why = m.rfind("sink: ", 0) == 0     ? " (the sink could not commit its output)"
-            : m.rfind("source: ", 0) == 0 ? " (the source failed)"
-            : m.rfind("--joblog", 0) == 0 ? " (the joblog or resume state could not be written)"
-                                          : "";
-    }
-    std::cerr << "flowpool: " << r.graph << ": " << r.status << why << ": " << r.succeeded << " succeeded, " << r.failed
-              << " failed, " << r.cancelled << " cancelled";
-    if (r.skipped > 0) std::cerr << ", " << r.skipped << " skipped (resume)";
-    if (r.retried > 0) std::cerr << ", " << r.retried << " retries";
-    std::cerr << " in " << static_cast<long long>(r.wall_ms) << " ms\n";
-  } else if (r.status != "ok" && !r.cause && r.errors.empty()) {
-    // -q drops the summary, never the reason a run did not succeed.
-    std::cerr << "flowpool: " << r.graph << ": " << r.status << '\n';
-  }
-  if (r.cause) std::cerr << "flowpool: stopped by: item " << r.cause->job << ": " << r.cause->message << '\n';
-  std::size_t shown = 0;
-  for (const auto& e : r.errors) {
-    if (++shown > 10) {
-      std::cerr << "flowpool: ... and " << r.errors.size() - 10 << " more errors (see --report)\n";
-      break;
-    }
-    std::cerr << "flowpool: item " << e.job << " failed after " << e.attempts << " attempt"
-              << (e.attempts == 1 ? "" : "s") << " (" << flowpool::to_string(e.kind) << "): " << e.message << '\n';
-  }
-  int code = kExitOk;
-  if (r.status == "interrupted") {
-    code = 128 + (r.signal != 0 ? r.signal : SIGINT);
-  } else if (r.status == "timed_out") {
-    code = kExitTimedOut;
-  } else if (r.status == "failed") {
-    code = kExitFailed;
-  }
-  // An output that could not be written fails an otherwise successful run.
-  if (!outputs_ok && code == kExitOk) code = kExitFailed;
-  return code;
+  print_summary(a, r);
+  return exit_code(r, outputs_ok);
 }
 
 void print_params(const std::vector<flowpool::param_info>& params) {

@@ -661,7 +661,9 @@ class graph_run {
       stages_[k]->p->set_forward([this, &next](item& it, const std::function<void()>* wake) {
         using push_result = detail::engine<item, item>::push_result;
         const std::uint64_t id = it.id;
-        const push_result r = wake != nullptr ? next.p->offer(it, *wake) : next.p->push(std::move(it), nullptr, 1, {});
+        const push_result r = wake != nullptr
+                                  ? next.p->offer(it, *wake)
+                                  : next.p->push(std::move(it), nullptr, detail::engine<item, item>::when_full::block);
         if (r == push_result::accepted) return true;
         if (r == push_result::full) return false;  // stays in this stage until the wake-up
         // The run is cancelled: this item ends here.

@@ -62,6 +62,7 @@
 #include "flowpool/detail/run_metrics.hpp"
 #include "flowpool/detail/runtime.hpp"
 #include "flowpool/detail/saturating.hpp"
+#include "flowpool/detail/thread_annotations.hpp"
 #include "flowpool/detail/wait_hold.hpp"
 #include "flowpool/error.hpp"
 #include "flowpool/job_context.hpp"
@@ -81,29 +82,6 @@ FLOWPOOL_API void validate(const retry_policy& policy);
 /// The backoff before attempt `failed_attempt + 1` of job `job` (deterministic).
 FLOWPOOL_API std::chrono::nanoseconds backoff_delay(const retry_policy& r, std::uint64_t job,
                                                     std::uint32_t failed_attempt);
-
-/// The lock guarding a pool's ingress. Its critical sections are a few dozen
-/// nanoseconds, and producers and workers take it at high rates: glibc's adaptive
-/// mutex spins briefly before it parks a thread in the kernel, where std::mutex
-/// parks at once and pays a futex wake-up for nearly every hand-off under
-/// contention. Falls back to std::mutex elsewhere. Meets Lockable.
-#if defined(__GLIBC__) && defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
-class ingress_mutex {
- public:
-  ingress_mutex() noexcept = default;
-  ~ingress_mutex() { pthread_mutex_destroy(&m_); }
-  ingress_mutex(const ingress_mutex&) = delete;
-  ingress_mutex& operator=(const ingress_mutex&) = delete;
-  void lock() noexcept { pthread_mutex_lock(&m_); }
-  bool try_lock() noexcept { return pthread_mutex_trylock(&m_) == 0; }
-  void unlock() noexcept { pthread_mutex_unlock(&m_); }
-
- private:
-  pthread_mutex_t m_ = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
-};
-#else
-using ingress_mutex = std::mutex;
-#endif
 
 // The one oneTBB flow graph of a graph run, in the one task_arena its stages share:
 // one worker slot per concurrent job of every stage (sum of N_k) and one reserved
@@ -224,12 +202,12 @@ class engine {
     // the run's graph from going idle while a later stage is still open.
     if (owns_graph()) input_.emplace(*graph_);
     if (metrics_.first_due() != clock::time_point::max()) {  // gauge samples and the user's snapshot callback
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       start_timer_locked();
       timer_.arm(metrics_.first_due());
     }
     if (run_deadline_ != clock::time_point::max()) {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       start_timer_locked();
       timer_.arm(run_deadline_);
     }
@@ -249,19 +227,24 @@ class engine {
     }
     timer_.stop();
     // A producer woken by cancel may still be on its way out of submit().
-    std::unique_lock lk(mu_);
-    producers_gone_.wait(lk, [this] { return waiting_producers_ == 0; });
+    scoped_lock lk(mu_);
+    while (waiting_producers_ != 0) producers_gone_.wait(lk);
   }
 
   // ---- producers -------------------------------------------------------------------------
 
   enum class push_result { accepted, full, cancelled };
+  /// What a producer does when the queue is full.
+  enum class when_full {
+    fail,   ///< return push_result::full at once (try_submit)
+    block,  ///< wait for room (submit)
+    until,  ///< wait for room until a deadline (submit_for)
+  };
 
-  /// mode: 0 = don't block, 1 = block until space, 2 = block until `until`.
-  push_result push(Job&& job, policy_ptr policy, int mode, clock::time_point until) {
+  push_result push(Job&& job, policy_ptr policy, when_full mode, clock::time_point until = {}) {
     if (policy) validate(*policy);
     std::uint64_t enq = metrics_.ticks();  // read outside the lock; re-read below if we waited
-    std::unique_lock lk(mu_);
+    scoped_lock lk(mu_);
     bool waited = false;
     if (!wait_for_room(lk, mode, until, waited)) return push_result::full;
     if (cancelled_) return push_result::cancelled;
@@ -281,9 +264,9 @@ class engine {
     std::size_t done = 0;
     while (done < jobs.size()) {
       std::uint64_t enq = metrics_.ticks();
-      std::unique_lock lk(mu_);
+      scoped_lock lk(mu_);
       bool waited = false;
-      (void)wait_for_room(lk, 1, {}, waited);
+      (void)wait_for_room(lk, when_full::block, {}, waited);
       if (cancelled_) return done;
       if (waited) enq = metrics_.ticks();
       wait_holds tokens;
@@ -304,7 +287,7 @@ class engine {
   /// must outlive this engine's run, and must not block.
   push_result offer(Job& job, const std::function<void()>& wake) {
     const std::uint64_t enq = metrics_.ticks();
-    std::unique_lock lk(mu_);
+    scoped_lock lk(mu_);
     if (cancelled_) return push_result::cancelled;
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
     if (queue_.size() >= capacity_) {
@@ -350,26 +333,24 @@ class engine {
   void set_on_failure(std::function<void()> f) { on_failure_ = std::move(f); }
 
  private:
-  // Blocks a producer until the queue has room or the run is cancelled: mode 0
-  // never blocks, 1 blocks as long as it takes, 2 until `until`. Returns false when
-  // it gave up with the queue still full; `waited` says whether it blocked at all.
-  // Throws once the input is closed (and not cancelled).
-  bool wait_for_room(std::unique_lock<ingress_mutex>& lk, int mode, clock::time_point until, bool& waited) {
+  // Blocks a producer until the queue has room or the run is cancelled, as `mode`
+  // says. Returns false when it gave up with the queue still full; `waited` says
+  // whether it blocked at all. Throws once the input is closed (and not cancelled).
+  bool wait_for_room(scoped_lock& lk, when_full mode, clock::time_point until, bool& waited) FLOWPOOL_REQUIRES(mu_) {
     if (closed_) throw_error(errc::closed, "pool: submit after close()");
     waited = false;
     if (queue_.size() < capacity_ || cancelled_) return true;
-    if (mode == 0) return false;
+    if (mode == when_full::fail) return false;
     waited = true;
     ++waiting_producers_;
-    auto ready = [this] { return queue_.size() < capacity_ || cancelled_ || closed_; };
     bool ok = true;
     // Workers wake blocked producers only when the queue drains to the low
     // watermark (one wake-up refills many slots). A producer also re-checks for
     // room every producer_recheck, so it never stays blocked while there is room
     // for longer than that, even if workers stall above the watermark.
-    while (!ready()) {
+    while (queue_.size() >= capacity_ && !cancelled_ && !closed_) {
       auto wake_at = clock::now() + producer_recheck;
-      if (mode == 2) {
+      if (mode == when_full::until) {
         if (clock::now() >= until) {
           ok = false;
           break;
@@ -386,7 +367,7 @@ class engine {
   }
 
   // Queues an accepted job; returns the worker tokens to put. Called with mu_ held.
-  wait_holds enqueue_locked(Job&& job, policy_ptr policy, std::uint64_t enq) {
+  wait_holds enqueue_locked(Job&& job, policy_ptr policy, std::uint64_t enq) FLOWPOOL_REQUIRES(mu_) {
     // Beside the queue, not in its entries: with metrics off the entries stay one
     // Job wide (a cancel frees half the memory, and is twice as fast, with 1M queued).
     // Before the push: if the ring cannot grow (bad_alloc), the job is not queued.
@@ -413,7 +394,7 @@ class engine {
   void close() {
     const call_guard guard(*this);
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (finished_.load(std::memory_order_acquire)) {
         throw_error(errc::finished, "pool: close() after wait() returned");
       }
@@ -440,7 +421,7 @@ class engine {
                   "for itself; call wait() from the thread that owns the pool");
     }
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (waited_) throw_error(errc::already_waited, "pool: wait() called twice");
       waited_ = true;
     }
@@ -506,11 +487,11 @@ class engine {
   class call_guard {
    public:
     explicit call_guard(engine& e) : e_(e) {
-      const std::lock_guard lk(e_.mu_);
+      const scoped_lock lk(e_.mu_);
       ++e_.calls_in_progress_;
     }
     ~call_guard() {
-      const std::lock_guard lk(e_.mu_);
+      const scoped_lock lk(e_.mu_);
       if (--e_.calls_in_progress_ == 0) e_.producers_gone_.notify_all();
     }
     call_guard(const call_guard&) = delete;
@@ -554,7 +535,7 @@ class engine {
   // ---- dispatch -------------------------------------------------------------------------
 
   // Jobs a worker could pull right now. Called with mu_ held.
-  std::size_t pullable_locked() const {
+  std::size_t pullable_locked() const FLOWPOOL_REQUIRES(mu_) {
     if (cancelled_) return 0;
     return retries_.ready() + (throttled_locked() ? 0 : queue_.size());
   }
@@ -562,7 +543,7 @@ class engine {
   // The new worker tokens to dispatch now, each with a wait reservation: it keeps
   // the graph "busy" between deciding to dispatch and the token landing, so wait()
   // cannot see a quiescent graph with work still queued. Called with mu_ held.
-  wait_holds dispatch_locked() {
+  wait_holds dispatch_locked() FLOWPOOL_REQUIRES(mu_) {
     if (active_ >= n_) return {};  // every worker is out already (most submits of a busy pool)
     const std::size_t want = std::min<std::size_t>(pullable_locked(), static_cast<std::size_t>(n_ - active_));
     active_ += static_cast<int>(want);
@@ -604,7 +585,7 @@ class engine {
         workers_->try_put(token_t{});
       } catch (...) {  // no memory for the task: this token is lost, and the run ends failed
         {
-          const std::lock_guard lk(mu_);
+          const scoped_lock lk(mu_);
           --active_;
         }
         try {
@@ -622,7 +603,7 @@ class engine {
   // workers, even at C = 1), or, in ordered mode, when the next job is outside the
   // reorder window. Ready retries are always pulled: they are older than anything
   // in the FIFO.
-  bool throttled_locked() const {
+  bool throttled_locked() const FLOWPOOL_REQUIRES(mu_) {
     if (retries_.size() >= outcome_limit_) return true;
     if (opts_.ordered) {
       return next_pop_id_ >= delivery_.next() + window_;
@@ -630,7 +611,7 @@ class engine {
     return pending_count_.load(std::memory_order_acquire) >= outcome_limit_;
   }
 
-  std::size_t batch_size_locked(int wid) const {
+  std::size_t batch_size_locked(int wid) const FLOWPOOL_REQUIRES(mu_) {
     // Deep queue of short jobs: take a run so the lock and the hand-off are paid
     // once per run. Shallow queue, or jobs that take long: one at a time, so no
     // job waits behind another while a worker is idle (load balance, latency).
@@ -656,7 +637,7 @@ class engine {
     std::vector<std::shared_ptr<retry_item>> retries;  // usually empty: no allocation
     waiter_list room;                                  // usually empty: no allocation
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (pullable_locked() == 0) {
         --active_;
         return {};
@@ -696,7 +677,7 @@ class engine {
     pending_count_.fetch_add(out->items.size(), std::memory_order_acq_rel);
     wait_holds again;
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       free_ids_.push_back(wid);
       if (pullable_locked() > 0) {
         again = wait_holds(*graph_, 1);
@@ -709,7 +690,7 @@ class engine {
   }
 
   outcome_batch* acquire_batch() {
-    const std::lock_guard lk(batch_mu_);
+    const scoped_lock lk(batch_mu_);
     outcome_batch* b = nullptr;
     if (free_batches_.empty()) {
       b = &batch_store_.emplace_back();
@@ -723,7 +704,7 @@ class engine {
 
   void release_batch(outcome_batch* b) {
     b->items.clear();  // keeps its capacity: no allocation per job in steady state
-    const std::lock_guard lk(batch_mu_);
+    const scoped_lock lk(batch_mu_);
     b->in_flight = false;
     free_batches_.push_back(b);
   }
@@ -782,7 +763,7 @@ class engine {
   // Looked up only when an attempt fails; the map is empty unless submit(job, policy) is used.
   policy_ptr policy_of(const work_item& item) const {
     if (has_policies_.load(std::memory_order_acquire)) {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (auto it = policies_.find(item.id); it != policies_.end()) return it->second;
     }
     return nullptr;
@@ -790,7 +771,7 @@ class engine {
   const retry_policy& resolve(const policy_ptr& p) const { return p ? *p : opts_.retry; }
   void forget_policy(std::uint64_t id) {
     if (!has_policies_.load(std::memory_order_acquire)) return;
-    const std::lock_guard lk(mu_);
+    const scoped_lock lk(mu_);
     policies_.erase(id);
   }
 
@@ -892,7 +873,7 @@ class engine {
     const std::uint64_t ready_at = metrics_.on() ? metrics_.tick_clock().ticks_in(delay) : 0;
     auto next = std::make_shared<retry_item>(
         retry_item{work_item{std::move(item.job), item.id, item.attempt + 1, ready_at}, wait_holds{}});
-    const std::lock_guard lk(mu_);
+    const scoped_lock lk(mu_);
     if (cancelled_) {  // too late to retry: it ends cancelled in finish()
       retry_cancelled_.push_back(std::move(next));
       return;
@@ -914,7 +895,7 @@ class engine {
 
   // ---- timer (run deadline, retry backoff) ----------------------------------------------
 
-  void start_timer_locked() {
+  void start_timer_locked() FLOWPOOL_REQUIRES(mu_) {
     if (!timer_.started()) timer_.start([this] { return on_timer(); });
   }
 
@@ -926,7 +907,7 @@ class engine {
     wait_holds tokens;
     clock::time_point next = clock::time_point::max();
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       (void)retries_.move_due(now);  // each keeps its reservation until a worker takes it
       next = retries_.next_due();
       if (!deadline_fired_ && run_deadline_ != clock::time_point::max() && !cancelled_) {
@@ -967,7 +948,7 @@ class engine {
     // restart them now that we caught up.
     wait_holds tokens;
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (active_ < n_) tokens = dispatch_locked();
     }
     spawn_workers(std::move(tokens));
@@ -984,7 +965,7 @@ class engine {
   void hold_while_stalled() {
     const bool now_stalled = delivery_.stalled();
     wait_holds released;  // given back outside the lock
-    const std::lock_guard lk(mu_);
+    const scoped_lock lk(mu_);
     if (now_stalled && stall_hold_.empty() && !cancelled_ && !finishing_) {
       stall_hold_ = wait_holds(*graph_, 1);
     } else if (!now_stalled) {
@@ -998,7 +979,7 @@ class engine {
   void wake_aggregator() {
     wake_put put{this, {}};
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (finishing_) return;  // finish() hands on what is left itself
       put.hold = wait_holds(*graph_, 1);
     }
@@ -1032,7 +1013,7 @@ class engine {
   // Any thread (an internal failure may come from a worker).
   void late_failure(job_error e) {
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (!late_cause_) late_cause_ = e;
     }
     cancel_internal(cancel_cause::failure, std::move(e));
@@ -1055,7 +1036,7 @@ class engine {
 
   void close_input() {
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       closed_ = true;
       closed_flag_.store(true, std::memory_order_release);
     }
@@ -1068,7 +1049,7 @@ class engine {
     wait_holds released;  // the reservations of retries and of a stalled hand-off, given back outside the lock
     waiter_list room;
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       if (why == cancel_cause::deadline) deadline_fired_ = true;
       if (cancelled_ || finishing_) return;
       // A cancel or deadline that comes after every job finished changes nothing.
@@ -1115,73 +1096,108 @@ class engine {
     // `dropped` is destroyed here, outside the lock.
   }
 
+  // What finish() takes from the ingress once the graph is idle.
+  struct ending {
+    bool cancelled = false;
+    cancel_cause why = cancel_cause::none;
+    std::uint64_t cancelled_from = 0;  // the first id cancel() took from the FIFO
+    std::uint64_t next_id = 1;         // one past the last accepted id
+    std::uint64_t next_pop_id = 1;     // one past the last id a worker pulled
+    std::size_t max_depth = 0;
+    std::vector<std::uint64_t> cancelled_keys;  // set_key: the ids of the jobs cancel() took
+    std::vector<std::shared_ptr<retry_item>> retry_cancelled;
+  };
+
   report finish() {
+    ending e = quiesce();
+    drain(e);
+    const std::uint64_t queued_cancelled = record_queued_cancelled(e);
+    return make_report(e, queued_cancelled);
+  }
+
+  // Waits until no task runs and no reservation is held (input released, no token,
+  // retry, stall or wake-up on its way), stops the timer, and takes the ingress's
+  // final state. No job is accepted or pulled from here on.
+  ending quiesce() {
     graph_->wait_for_all();  // returns once input is released and no task is in flight
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);
       finishing_ = true;  // no wake-up of the serial node from here on
     }
     graph_->wait_for_all();  // one that was already on its way is in
     timer_.stop();
-    bool was_cancelled = false;
-    std::uint64_t cancelled_from = 0;
-    cancel_cause why = cancel_cause::none;
-    std::vector<std::shared_ptr<retry_item>> retry_cancelled;
-    {
-      std::unique_lock lk(mu_);
-      // A close()/cancel() racing this wait() from another thread may still be on
-      // its way out; a job or the aggregator cannot be (the graph is idle).
-      producers_gone_.wait(lk, [this] { return calls_in_progress_ == 0; });
-      was_cancelled = cancelled_;
-      cancelled_from = cancelled_from_;
-      why = cause_kind_;
-      retry_cancelled.swap(retry_cancelled_);
-    }
-    // No TBB task is running now: fold every outcome batch a cancelled task dropped,
-    // and hand on what a cancel left stalled (blocking is allowed on this thread).
+    ending e;
+    scoped_lock lk(mu_);
+    // A close()/cancel() racing this wait() from another thread may still be on
+    // its way out; a job or the aggregator cannot be (the graph is idle).
+    while (calls_in_progress_ != 0) producers_gone_.wait(lk);
+    e.cancelled = cancelled_;
+    e.why = cause_kind_;
+    e.cancelled_from = cancelled_from_;
+    e.next_id = next_id_;
+    e.next_pop_id = next_pop_id_;
+    e.max_depth = max_depth_;
+    e.cancelled_keys.swap(cancelled_keys_);
+    e.retry_cancelled.swap(retry_cancelled_);
+    return e;
+  }
+
+  // No TBB task runs now: folds every outcome batch a cancelled task dropped, hands
+  // on what a cancel left stalled (blocking is allowed on this thread), ends the
+  // retries a cancel cut, and (ordered) delivers what the window still holds.
+  void drain(const ending& e) {
     delivery_.set_blocking();
-    for (auto& b : batch_store_) {
-      if (b.in_flight) {
-        delivery_.fold(b.items);
-        release_batch(&b);
+    std::vector<outcome_batch*> dropped;
+    {
+      const scoped_lock lk(batch_mu_);
+      for (auto& b : batch_store_) {
+        if (b.in_flight) dropped.push_back(&b);
       }
+    }
+    for (auto* b : dropped) {
+      delivery_.fold(b->items);
+      release_batch(b);
     }
     delivery_.retry_stalled();
     pending_count_.store(0, std::memory_order_release);
-    // Jobs cancelled while in backoff: their earlier attempts count.
-    std::vector<outcome> tail;
-    for (auto& r : retry_cancelled) {
-      outcome o;
+    std::vector<outcome> tail;  // jobs cancelled while in backoff: their earlier attempts count
+    for (const auto& r : e.retry_cancelled) {
+      outcome& o = tail.emplace_back();
       o.id = r->item.id;
       o.key = key_ != nullptr ? key_(r->item.job) : r->item.id;
       o.status = job_status::cancelled;
       o.kind = error_kind::cancelled;
       o.attempts = r->item.attempt - 1;
-      tail.push_back(std::move(o));
     }
     delivery_.fold(tail);
-    delivery_.flush(next_pop_id_, was_cancelled);  // ordered: what remains, skipping ids that will never come
-    const std::uint64_t submitted = next_id_ - 1;  // stable: no submit is accepted once closed or cancelled
-    std::uint64_t queued_cancelled = 0;
-    if (was_cancelled) {
-      queued_cancelled = next_id_ - cancelled_from;
-      for (std::uint64_t id = cancelled_from; id < next_id_; ++id) {
-        const std::uint64_t key =
-            id - cancelled_from < cancelled_keys_.size() ? cancelled_keys_[id - cancelled_from] : id;
-        delivery_.record_only(job_record{key, job_status::cancelled, 0, 0, {}});
-      }
+    delivery_.flush(e.next_pop_id, e.cancelled);  // ordered: skipping ids that will never come
+  }
+
+  // The jobs cancel() took from the FIFO, ids [cancelled_from, next_id): each is
+  // reported to on_job_done. Returns how many there were.
+  std::uint64_t record_queued_cancelled(const ending& e) {
+    if (!e.cancelled) return 0;
+    for (std::uint64_t id = e.cancelled_from; id < e.next_id; ++id) {
+      const std::uint64_t i = id - e.cancelled_from;
+      const std::uint64_t key = i < e.cancelled_keys.size() ? e.cancelled_keys[i] : id;
+      delivery_.record_only(job_record{key, job_status::cancelled, 0, 0, {}});
     }
+    return e.next_id - e.cancelled_from;
+  }
+
+  report make_report(const ending& e, std::uint64_t queued_cancelled) {
     report r;
-    r.submitted = submitted;
+    r.submitted = e.next_id - 1;  // stable: no submit is accepted once closed or cancelled
     r.succeeded = delivery_.succeeded();
     r.failed = delivery_.failed();
     r.cancelled = delivery_.cancelled() + queued_cancelled;
     r.retried = retried_.load(std::memory_order_relaxed);
-    r.max_queue_depth = max_depth_;
+    r.max_queue_depth = e.max_depth;
     r.errors = delivery_.take_errors();
+    cancel_cause why = e.why;
     std::optional<job_error> late_cause;
     {
-      const std::lock_guard lk(mu_);
+      const scoped_lock lk(mu_);  // after every hook call above: one may have failed the run
       r.cause = cause_;
       late_cause = late_cause_;
     }
@@ -1231,33 +1247,36 @@ class engine {
   static constexpr std::chrono::microseconds producer_recheck{1000};
 
   // ---- ingress and retries, guarded by mu_ ----------------------------------------------
-  mutable ingress_mutex mu_;
+  mutable fast_mutex mu_;
   std::condition_variable_any not_full_;
   std::condition_variable_any producers_gone_;  // waiting_producers_ or calls_in_progress_ reached 0
-  std::deque<Job> queue_;
-  std::unordered_map<std::uint64_t, policy_ptr> policies_;  // per-submit retry policies, by job id
-  std::uint64_t next_id_ = 1;                               // id the next accepted job gets
-  std::uint64_t next_pop_id_ = 1;                           // id of queue_.front()
-  std::uint64_t cancelled_from_ = 0;
-  std::vector<std::uint64_t> cancelled_keys_;  // set_key: the ids of the jobs cancel() took from the FIFO
-  int active_ = 0;                             // worker tokens dispatched and not yet exited (<= N)
-  int waiting_producers_ = 0;
-  int calls_in_progress_ = 0;  // close()/cancel() running on some thread
-  std::size_t max_depth_ = 0;
-  bool closed_ = false;
-  bool cancelled_ = false;
-  bool waited_ = false;
-  bool finishing_ = false;
-  bool deadline_fired_ = false;
-  cancel_cause cause_kind_ = cancel_cause::none;
-  std::optional<job_error> cause_;
-  std::optional<job_error> late_cause_;  // the serial stage (aggregator, hook) or an internal failure
-  std::vector<int> free_ids_;
-  retry_queue<retry_item> retries_;                           // jobs in backoff, and retries due
-  std::vector<std::shared_ptr<retry_item>> retry_cancelled_;  // retries cut by cancel
+  std::deque<Job> queue_ FLOWPOOL_GUARDED_BY(mu_);
+  // Per-submit retry policies, by job id.
+  std::unordered_map<std::uint64_t, policy_ptr> policies_ FLOWPOOL_GUARDED_BY(mu_);
+  std::uint64_t next_id_ FLOWPOOL_GUARDED_BY(mu_) = 1;      // id the next accepted job gets
+  std::uint64_t next_pop_id_ FLOWPOOL_GUARDED_BY(mu_) = 1;  // id of queue_.front()
+  std::uint64_t cancelled_from_ FLOWPOOL_GUARDED_BY(mu_) = 0;
+  // set_key: the ids of the jobs cancel() took from the FIFO.
+  std::vector<std::uint64_t> cancelled_keys_ FLOWPOOL_GUARDED_BY(mu_);
+  int active_ FLOWPOOL_GUARDED_BY(mu_) = 0;  // worker tokens dispatched and not yet exited (<= N)
+  int waiting_producers_ FLOWPOOL_GUARDED_BY(mu_) = 0;
+  int calls_in_progress_ FLOWPOOL_GUARDED_BY(mu_) = 0;  // close()/cancel() running on some thread
+  std::size_t max_depth_ FLOWPOOL_GUARDED_BY(mu_) = 0;
+  bool closed_ FLOWPOOL_GUARDED_BY(mu_) = false;
+  bool cancelled_ FLOWPOOL_GUARDED_BY(mu_) = false;
+  bool waited_ FLOWPOOL_GUARDED_BY(mu_) = false;
+  bool finishing_ FLOWPOOL_GUARDED_BY(mu_) = false;
+  bool deadline_fired_ FLOWPOOL_GUARDED_BY(mu_) = false;
+  cancel_cause cause_kind_ FLOWPOOL_GUARDED_BY(mu_) = cancel_cause::none;
+  std::optional<job_error> cause_ FLOWPOOL_GUARDED_BY(mu_);
+  // A failure of the serial stage (aggregator, hook), or an internal one.
+  std::optional<job_error> late_cause_ FLOWPOOL_GUARDED_BY(mu_);
+  std::vector<int> free_ids_ FLOWPOOL_GUARDED_BY(mu_);
+  retry_queue<retry_item> retries_ FLOWPOOL_GUARDED_BY(mu_);  // jobs in backoff, and retries due
+  std::vector<std::shared_ptr<retry_item>> retry_cancelled_ FLOWPOOL_GUARDED_BY(mu_);  // retries cut by cancel
   using waiter_list = std::vector<const std::function<void()>*>;
-  waiter_list room_waiters_;  // upstream stages whose hand-off found the queue full
-  wait_holds stall_hold_;     // held while our own hand-off is stalled
+  waiter_list room_waiters_ FLOWPOOL_GUARDED_BY(mu_);  // upstream stages whose hand-off found the queue full
+  wait_holds stall_hold_ FLOWPOOL_GUARDED_BY(mu_);     // held while our own hand-off is stalled
 
   // ---- per worker id (owned by whoever holds the id) --------------------------------------
   std::vector<std::vector<work_item>> batches_;  // reused: no allocation per job
@@ -1269,9 +1288,9 @@ class engine {
   std::unique_ptr<padded_cost[]> job_cost_ns_;
 
   // ---- outcome batches in flight ---------------------------------------------------------
-  std::mutex batch_mu_;
-  std::deque<outcome_batch> batch_store_;      // stable addresses; guarded by batch_mu_
-  std::vector<outcome_batch*> free_batches_;   // guarded by batch_mu_
+  fast_mutex batch_mu_;
+  std::deque<outcome_batch> batch_store_ FLOWPOOL_GUARDED_BY(batch_mu_);  // stable addresses
+  std::vector<outcome_batch*> free_batches_ FLOWPOOL_GUARDED_BY(batch_mu_);
   std::atomic<std::size_t> pending_count_{0};  // outcomes produced, not yet folded
   std::atomic<std::uint64_t> final_failures_{0};
   std::atomic<std::uint64_t> retried_{0};
@@ -1292,7 +1311,7 @@ class engine {
 
   // ---- metrics (see flowpool/metrics.hpp); all unused when metrics are off --------------
   alignas(64) std::atomic<std::int64_t> end_ns_{0};  // 0 while the run is live
-  id_ring enqueued_at_;                              // metrics: when each queued job entered (ticks), guarded by mu_
+  id_ring enqueued_at_ FLOWPOOL_GUARDED_BY(mu_);     // metrics: when each queued job entered (ticks)
   run_metrics metrics_;                              // per-worker counters, histograms, trace, samples
 
   alignas(64) std::atomic<bool> closed_flag_{false};
