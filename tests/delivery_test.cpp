@@ -58,10 +58,11 @@ struct sink {
   std::vector<job_record> records;
   std::vector<job_error> failures;
   std::stop_source stop;
+  delivery_t::hook_fn hook = [this](const job_record& r) { records.push_back(r); };
+  const delivery_t::hook_fn no_hook;
 
-  delivery_t make(bool ordered, bool hook = true) {
-    return {ordered, [this](int&& v) { values.push_back(v); },
-            hook ? delivery_t::hook_fn([this](const job_record& r) { records.push_back(r); }) : nullptr,
+  delivery_t make(bool ordered, bool with_hook = true) {
+    return {ordered, [this](int&& v) { values.push_back(v); }, with_hook ? hook : no_hook,
             [this](job_error e) { failures.push_back(std::move(e)); }, stop.get_token()};
   }
 };
@@ -186,7 +187,7 @@ TEST_CASE("delivery: an aggregator that throws fails its job, and later successe
         ++calls;
         if (v == 2) throw std::runtime_error("fold broke");
       },
-      nullptr, [&](job_error e) { failures.push_back(std::move(e)); }, s.stop.get_token());
+      s.no_hook, [&](job_error e) { failures.push_back(std::move(e)); }, s.stop.get_token());
   std::vector<out_t> batch{success(1, 1), success(2, 2), success(3, 3), failure(4, "own"), success(5, 5)};
   d.fold(batch);
   CHECK(calls == 2);  // never called again after it threw
@@ -207,12 +208,12 @@ TEST_CASE("delivery: a hook that throws fails the run once and is not called aga
   sink s;
   int hook_calls = 0;
   std::vector<job_error> failures;
+  const delivery_t::hook_fn throwing_hook = [&](const job_record&) {
+    ++hook_calls;
+    throw std::runtime_error("log full");
+  };
   delivery_t d(
-      false, [&](int&& v) { s.values.push_back(v); },
-      [&](const job_record&) {
-        ++hook_calls;
-        throw std::runtime_error("log full");
-      },
+      false, [&](int&& v) { s.values.push_back(v); }, throwing_hook,
       [&](job_error e) { failures.push_back(std::move(e)); }, s.stop.get_token());
   std::vector<out_t> batch{success(1, 1), success(2, 2)};
   d.fold(batch);

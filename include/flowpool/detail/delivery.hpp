@@ -71,15 +71,19 @@ class delivery {
   using hook_fn = std::function<void(const job_record&)>;
   using failure_fn = std::function<void(job_error)>;
 
+  /// `on_job_done`: the hook (may be empty), not copied: it must outlive this object
+  /// (the engine passes its options' own, so the user's functor is the one called).
   /// `on_failure`: the aggregator or the hook threw (the job_error says which); the
   /// run must fail. `stop`: the run's cancellation, read in ordered mode.
-  delivery(bool ordered, aggregate_fn aggregate, hook_fn on_job_done, failure_fn on_failure, std::stop_token stop)
+  delivery(bool ordered, aggregate_fn aggregate, const hook_fn& on_job_done, failure_fn on_failure,
+           std::stop_token stop)
       : ordered_(ordered),
         aggregate_(std::move(aggregate)),
-        hook_(std::move(on_job_done)),
+        hook_(on_job_done),
         on_failure_(std::move(on_failure)),
         stop_(std::move(stop)) {}
 
+  delivery(bool, aggregate_fn, hook_fn&&, failure_fn, std::stop_token) = delete;  // the hook must outlive it
   delivery(const delivery&) = delete;
   delivery& operator=(const delivery&) = delete;
 
@@ -267,7 +271,7 @@ class delivery {
 
   const bool ordered_;
   aggregate_fn aggregate_;
-  hook_fn hook_;
+  const hook_fn& hook_;
   failure_fn on_failure_;
   std::stop_token stop_;
   forward_fn forward_;

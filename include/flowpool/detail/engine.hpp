@@ -270,9 +270,15 @@ class engine {
       if (cancelled_) return done;
       if (waited) enq = metrics_.ticks();
       wait_holds tokens;
-      while (done < jobs.size() && queue_.size() < capacity_) {
-        tokens.merge(enqueue_locked(std::move(jobs[done]), nullptr, enq));  // each dispatches what it may
-        ++done;
+      try {
+        while (done < jobs.size() && queue_.size() < capacity_) {
+          tokens.merge(enqueue_locked(std::move(jobs[done]), nullptr, enq));  // each dispatches what it may
+          ++done;
+        }
+      } catch (...) {  // no memory for one more: the jobs already queued still get their workers
+        lk.unlock();
+        spawn_workers(std::move(tokens));
+        throw;
       }
       lk.unlock();
       spawn_workers(std::move(tokens));
@@ -985,9 +991,9 @@ class engine {
     }
     try {
       arena_->enqueue(std::move(put));
-    } catch (...) {      // no task was made (no memory), so `put` was not moved from
-      put.hold.reset();  // NOLINT(bugprone-use-after-move): enqueue moves only into a task it allocated
+    } catch (...) {  // no task was made (no memory), so `put` was not moved from
       internal_failure("wake-up");
+      put.hold.reset();  // NOLINT(bugprone-use-after-move): last, as in wake_put: the engine may go once released
     }
   }
 
