@@ -109,7 +109,7 @@ TEST_CASE("run_metrics: batches add up per worker: started, busy time, waits and
         span.start = mc.ticks();
         span.end = mc.ticks();
         span.ns = mc.ns_between(span.start, span.end);
-        m.attempt(wid, ready, span, attempt_event{attempts + 1, 1, wid, attempt_status::succeeded, 0, 0});
+        m.attempt(wid, ready, span);
         ++attempts;
       }
       batches_ns += m.end_batch(wid, t0, static_cast<std::uint64_t>(wid));
@@ -168,7 +168,8 @@ TEST_CASE("run_metrics: the trace keeps the first attempts up to its share and c
     attempt_span span;
     span.start = mc.ticks();
     span.end = span.start;
-    m.attempt(wid, t0, span, attempt_event{id, 1, wid, attempt_status::succeeded, 0, 0});
+    m.attempt(wid, t0, span);
+    m.trace(wid, span, attempt_event{id, 1, wid, attempt_status::succeeded, 0, 0});
     m.end_batch(wid, t0, 1);
   }
   m.add_final_sample();

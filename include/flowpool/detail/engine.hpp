@@ -740,27 +740,31 @@ class engine {
   // far apart, which the metrics tests catch). Returns the batch's ns.
   std::int64_t run_batch_measured(int wid, std::vector<work_item>& batch, std::vector<outcome>& outs) {
     const std::uint64_t t0 = metrics_.begin_batch(wid);
+    const bool tracing = metrics_.tracing();
     std::uint64_t started = 0;
     for (auto& item : batch) {
       const std::size_t before = outs.size();
       attempt_span span;
       if (!run_one(item, wid, outs, &span)) continue;
       ++started;
-      attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
-      if (outs.size() > before) {
-        switch (outs.back().status) {
-          case job_status::succeeded:
-            st = attempt_status::succeeded;
-            break;
-          case job_status::failed:
-            st = attempt_status::failed;
-            break;
-          case job_status::cancelled:
-            st = attempt_status::cancelled;
-            break;
+      metrics_.attempt(wid, item.ready_at, span);
+      if (tracing) [[unlikely]] {
+        attempt_status st = attempt_status::retrying;  // no outcome: handed to the retry queue
+        if (outs.size() > before) {
+          switch (outs.back().status) {
+            case job_status::succeeded:
+              st = attempt_status::succeeded;
+              break;
+            case job_status::failed:
+              st = attempt_status::failed;
+              break;
+            case job_status::cancelled:
+              st = attempt_status::cancelled;
+              break;
+          }
         }
+        metrics_.trace(wid, span, attempt_event{item.id, item.attempt, wid, st, 0, 0});
       }
-      metrics_.attempt(wid, item.ready_at, span, attempt_event{item.id, item.attempt, wid, st, 0, 0});
     }
     return metrics_.end_batch(wid, t0, started);
   }

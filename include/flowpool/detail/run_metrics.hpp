@@ -28,8 +28,7 @@ namespace flowpool::detail {
 /// Thread-safety: one writer at a time (the holder of a worker id), any number of
 /// readers; a reader may see a sample in some fields and not yet in others.
 struct atomic_histogram {
-  std::array<std::atomic<std::uint64_t>, histogram::bucket_count> buckets{};
-  std::atomic<std::uint64_t> count{0};
+  std::array<std::atomic<std::uint64_t>, histogram::bucket_count> buckets{};  // their sum is the count
   std::atomic<std::uint64_t> sum_ns{0};
   std::atomic<std::uint64_t> max_ns{0};
 
@@ -41,16 +40,18 @@ struct atomic_histogram {
   void add(std::int64_t ns_signed) noexcept {
     const auto ns = static_cast<std::uint64_t>(ns_signed < 0 ? 0 : ns_signed);
     bump(buckets[histogram::bucket_of(ns)], 1);
-    bump(count, 1);
     bump(sum_ns, ns);
     if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
   }
   /// Adds this histogram's samples to `h` (merging several workers' histograms).
   void read_into(histogram& h) const noexcept {
+    std::uint64_t n = 0;
     for (std::size_t i = 0; i < histogram::bucket_count; ++i) {
-      h.buckets[i] += buckets[i].load(std::memory_order_relaxed);
+      const std::uint64_t b = buckets[i].load(std::memory_order_relaxed);
+      h.buckets[i] += b;
+      n += b;
     }
-    h.count += count.load(std::memory_order_relaxed);
+    h.count += n;  // the buckets read, so count and buckets always agree
     h.sum_ns += sum_ns.load(std::memory_order_relaxed);
     h.max_ns = std::max(h.max_ns, max_ns.load(std::memory_order_relaxed));
   }
@@ -118,7 +119,8 @@ struct attempt_span {
 /// @code
 ///   run_metrics m(opts, /*workers=*/2, clock::now());
 ///   const auto t0 = m.begin_batch(1);
-///   m.attempt(1, ready_at, span, attempt_event{...});  // per attempt the batch ran
+///   m.attempt(1, ready_at, span);                     // per attempt the batch ran
+///   if (m.tracing()) m.trace(1, span, attempt_event{...});
 ///   m.end_batch(1, t0, /*started=*/1);
 ///   metrics_snapshot s;
 ///   m.read_into(s, /*final=*/false);
@@ -176,13 +178,17 @@ class run_metrics {
   }
 
   /// An attempt of that batch ran over `span`, after the job was ready (queued, or
-  /// its backoff over) at tick `ready_at`. With tracing on, `e` (its times unset)
-  /// goes into the trace while the trace has room.
-  void attempt(int wid, std::uint64_t ready_at, const attempt_span& span, attempt_event e) {
+  /// its backoff over) at tick `ready_at`: one queue-wait and one run-time sample.
+  void attempt(int wid, std::uint64_t ready_at, const attempt_span& span) noexcept {
     worker_slot& s = slot(wid);
     s.wait.add(clock_->ns_between(ready_at, span.start));  // 0 if two cores' ticks disagree
     s.run.add(span.ns);
-    if (!tracing_) return;
+  }
+
+  /// With tracing on, records that attempt as `e` (its times are set from `span`)
+  /// while the trace has room, and counts it as dropped after.
+  void trace(int wid, const attempt_span& span, attempt_event e) {
+    worker_slot& s = slot(wid);
     if (trace_used_.fetch_add(1, std::memory_order_relaxed) < attempt_cap_) {
       e.start_ns = clock_->ns_at(span.start);
       e.end_ns = clock_->ns_at(span.end);
