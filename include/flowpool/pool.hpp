@@ -175,7 +175,8 @@ class pool {
   /// is cancelled (the jobs after that count are left as they were). Jobs get ids in
   /// order, as if submitted one by one. Thread-safe: a concurrent submit() may
   /// come between two runs of jobs, never inside one.
-  /// @throws flowpool::error (errc::closed) after close().
+  /// @throws flowpool::error (errc::closed) after close(); std::bad_alloc when there
+  ///         is no memory to queue a job: the jobs before it were accepted.
   ///
   /// @code
   ///   std::vector<int> jobs{1, 2, 3, 4};

@@ -259,7 +259,9 @@ class engine {
   /// acquisition per run of jobs that fits instead of one per job: for a producer
   /// that has several jobs at hand (a graph run's source). Returns how many were
   /// accepted: all of them, or fewer once the run is cancelled (the rest stay in
-  /// `jobs`, moved-from only up to the count returned).
+  /// `jobs`, moved-from only up to the count returned). If there is no memory to
+  /// queue one more, throws std::bad_alloc: the jobs before that one were accepted
+  /// (and will run), that one and the rest are left as they were.
   std::size_t push_batch(std::span<Job> jobs) {
     std::size_t done = 0;
     while (done < jobs.size()) {
